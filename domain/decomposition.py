@@ -1,0 +1,86 @@
+"""Splitting a target into children that sum exactly to it.
+
+Pure arithmetic, no aggregates: the plan calls it and records the resulting values, so
+replaying a decomposition never recomputes it.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+from typing import Final
+
+from domain.errors import RuleViolation, ValidationError
+
+METHODS: Final = ("equal", "weights", "history", "values")
+
+
+def split(
+    total: Decimal,
+    *,
+    parts: int,
+    method: str,
+    places: int,
+    weights: list[Decimal] | None = None,
+    history: list[Decimal] | None = None,
+    values: list[Decimal] | None = None,
+    residue_to: int = 0,
+) -> list[Decimal]:
+    """Shares of ``total`` for ``parts`` children; the rounding residue goes to ``residue_to``.
+
+    ``places`` is 2 for money and 0 for counts: a decomposition never invents cents or half deals.
+    """
+    if parts < 1:
+        raise ValidationError("decomposition.no_parts", "a decomposition needs at least one part", "parts")
+    if not 0 <= residue_to < parts:
+        raise ValidationError("decomposition.residue_to", "residue_to must name one of the parts", "residue_to")
+    quantum = Decimal(1).scaleb(-places)
+    if method == "values":
+        given = _exactly(values, parts, "values")
+        if sum(given) != total:
+            raise RuleViolation(
+                "decomposition.sum_mismatch",
+                f"the children sum to {sum(given)}, not to the parent's {total}",
+                "values",
+            )
+        for i, value in enumerate(given):
+            if value < 0 or value != value.quantize(quantum):
+                raise ValidationError(
+                    "decomposition.value", f"values/{i} must be non-negative with {places} places", f"values/{i}"
+                )
+        return given
+    if method == "equal":
+        raw = [total / parts] * parts
+    elif method == "weights":
+        given = _exactly(weights, parts, "weights")
+        if any(w < 0 or not w.is_finite() for w in given):
+            raise ValidationError("decomposition.weight_negative", "weights must be finite and non-negative", "weights")
+        if sum(given) != 1:
+            raise RuleViolation(
+                "decomposition.weights_sum", f"weights sum to {sum(given)}, not to exactly 1", "weights"
+            )
+        raw = [total * w for w in given]
+    elif method == "history":
+        given = _exactly(history, parts, "history")
+        if any(h < 0 or not h.is_finite() for h in given):
+            raise ValidationError("decomposition.history_negative", "history actuals must be non-negative", "history")
+        base = sum(given)
+        if base == 0:
+            raise RuleViolation(
+                "decomposition.history_empty", "last year's actuals are all zero: nothing to weight by", "history"
+            )
+        raw = [total * h / base for h in given]
+    else:
+        raise ValidationError(
+            "decomposition.method", f"method must be one of {', '.join(METHODS)}", "method", allowed=list(METHODS)
+        )
+    shares = [r.quantize(quantum, rounding=ROUND_DOWN) for r in raw]
+    shares[residue_to] += total - sum(shares)
+    return shares
+
+
+def _exactly(values: list[Decimal] | None, parts: int, field: str) -> list[Decimal]:
+    if values is None or len(values) != parts:
+        raise ValidationError(
+            f"decomposition.{field}_count", f"{field} must have one entry per part ({parts})", field
+        )
+    return [Decimal(v) for v in values]
