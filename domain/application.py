@@ -21,6 +21,7 @@ import sqlalchemy.exc
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, JSONTranscoder, OperationalError
 from eventsourcing.utils import Environment
+from eventsourcing_sqlalchemy.datastore import transactions
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 
 from domain import values as v
@@ -29,7 +30,7 @@ from domain.catalogue import Account, Product
 from domain.deal import Activity, Deal
 from domain.errors import DomainError, NotFound, RuleViolation, VersionConflict
 from domain.organisation import Member, Unit
-from domain.persistence import Database, register_transcodings
+from domain.persistence import IMMEDIATE, Database, register_transcodings
 from domain.plan import Plan
 from domain.task import Task
 
@@ -113,7 +114,10 @@ class SalesPlanning(Application[UUID]):
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         try:
+            outermost = transactions.get(None) is None
             with self.database.datastore.transaction(commit=True) as session:
+                if outermost:
+                    session.connection(execution_options=IMMEDIATE)
                 yield session
         except OperationalError as e:
             raise StoreUnavailable(str(e)) from e

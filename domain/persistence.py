@@ -97,10 +97,24 @@ def _make_datastore(url: str, lock_timeout_ms: int) -> SQLAlchemyDatastore:
     return datastore
 
 
+IMMEDIATE = {"sqlite_immediate": True}
+"""Execution options for a connection that will write: on SQLite it takes the write lock at
+BEGIN, so a transaction never reads a snapshot it then cannot write from (SQLITE_BUSY_SNAPSHOT
+would fail at once instead of waiting). Elsewhere it is ignored."""
+
+
 def _tune_sqlite(engine: Any) -> None:
+    # The stdlib driver's own transaction handling is switched off so that BEGIN is ours:
+    # reads get a consistent snapshot, writers wait for each other (busy_timeout).
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("sqlite_immediate")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
