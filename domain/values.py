@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 from uuid import UUID
@@ -90,7 +90,7 @@ CLOCK_SKEW: Final = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def effective_time(value: datetime | None, now: datetime, field: str = "effective_at") -> datetime:
@@ -99,7 +99,7 @@ def effective_time(value: datetime | None, now: datetime, field: str = "effectiv
         return now
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError("time.naive", f"{field} must carry a timezone offset", field)
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if value > now + CLOCK_SKEW:
         raise RuleViolation("time.in_future", f"{field} {value.isoformat()} is in the future", field)
     return value
@@ -179,11 +179,11 @@ class Period:
 
     @property
     def start_at(self) -> datetime:
-        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=timezone.utc)
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
 
     @property
     def end_at(self) -> datetime:
-        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=timezone.utc)
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
 
     def elapsed_share(self, at: datetime) -> Decimal:
         """The share of the period elapsed at ``at`` (0..1): linear pacing."""

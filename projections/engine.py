@@ -1,0 +1,484 @@
+"""The projection engine: exactly-once, batched, rebuildable views of the event log.
+
+A projection owns its tables and folds events into them. The engine feeds it batches of
+events in log order; each batch's rows and the projection's new position commit in one
+transaction, and the position only moves if nobody else moved it first
+(``UPDATE … WHERE position = :seen``), so two workers can never both apply an event. On
+PostgreSQL a transaction-level advisory lock also keeps a second worker from doing the same
+work in vain.
+
+Positions are notification ids: ordered, not gapless (a rolled-back insert on PostgreSQL
+burns an id). Reading ``id > position`` skips holes and never waits for them.
+
+A poison event (the fold raises) stops its projection at the position before it; the
+error and the position are recorded in the tracking table and shown by ``status``. It is
+never skipped. Transient database errors are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from eventsourcing.persistence import Notification
+from sqlalchemy.engine import Connection
+
+from domain.application import SalesPlanning
+from domain.persistence import IMMEDIATE, Database
+
+log = logging.getLogger("salesplan.projections")
+
+tracking_metadata = sa.MetaData()
+tracking_table = sa.Table(
+    "salesplan_projections",
+    tracking_metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("fold_version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_position", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+LIVE = "live"
+FAILED = "failed"
+REBUILDING = "rebuilding"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A domain event with its log position; ``recorded_at`` is when the store learned it."""
+
+    position: int
+    event: Any
+
+    @property
+    def recorded_at(self) -> datetime:
+        recorded: datetime = self.event.timestamp
+        return recorded
+
+    @property
+    def type(self) -> str:
+        return type(self.event).__qualname__
+
+
+class Projection(ABC):
+    """A deterministic function of the event log into tables this projection alone owns.
+
+    Subclasses set ``name``, ``fold_version`` (bump it when the fold changes: the tables must
+    then be rebuilt) and ``topics`` (event classes of interest; others are skipped without
+    being decoded), define their tables in ``define_tables`` through ``self.table(...)``,
+    and fold a batch in ``handle``. ``suffix`` names a blue/green generation under
+    construction; queries always read the unsuffixed, live tables.
+    """
+
+    name: ClassVar[str]
+    fold_version: ClassVar[int] = 1
+    topics: ClassVar[tuple[type[Any], ...]] = ()
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.metadata = sa.MetaData()
+        self._topic_names = {_topic(cls) for cls in self.topics}
+        self.define_tables()
+
+    def table(self, base: str, *columns: sa.Column[Any], indexes: Sequence[Sequence[str]] = ()) -> sa.Table:
+        """A table of this projection; index names carry the generation so they never collide."""
+        name = base + self.suffix
+        table = sa.Table(name, self.metadata, *columns)
+        tag = self.suffix.replace("__", "_") or ""
+        for cols in indexes:
+            sa.Index(f"ix_{base}{tag}_{'_'.join(cols)}"[:63], *[table.c[c] for c in cols])
+        return table
+
+    @abstractmethod
+    def define_tables(self) -> None: ...
+
+    @abstractmethod
+    def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
+        """Fold a batch of events (in log order) into this projection's tables."""
+
+    def wants(self, topic: str) -> bool:
+        return not self._topic_names or topic in self._topic_names
+
+    @property
+    def tables(self) -> list[sa.Table]:
+        return list(self.metadata.sorted_tables)
+
+    def base_names(self) -> list[str]:
+        return [t.name[: len(t.name) - len(self.suffix)] if self.suffix else t.name for t in self.tables]
+
+
+def _topic(cls: type[Any]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class PoisonEvent(Exception):
+    """A projection's fold failed on one event; the projection stopped before it."""
+
+    def __init__(self, name: str, position: int, error: BaseException) -> None:
+        super().__init__(f"projection {name} failed at position {position}: {type(error).__name__}: {error}")
+        self.position = position
+
+
+class PositionMoved(Exception):
+    """Another worker advanced this projection first; this batch was rolled back."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    status: str
+    generation: int
+    fold_version: int
+    code_fold_version: int
+    error: str | None
+    error_position: int | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProjectionEngine:
+    """Runs projections over one application's log, in this process."""
+
+    def __init__(self, app: SalesPlanning, projections: Iterable[Projection], batch_size: int = 500) -> None:
+        self.app = app
+        self.database: Database = app.database
+        self.projections = {p.name: p for p in projections}
+        self.batch_size = batch_size
+        self.wake = threading.Event()
+
+    # --- setup --------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the tracking table, every projection's tables and its tracking row."""
+        engine = self.database.engine
+        tracking_metadata.create_all(engine, checkfirst=True)
+        for projection in self.projections.values():
+            projection.metadata.create_all(engine, checkfirst=True)
+            self._ensure_row(projection.name, projection.fold_version)
+
+    def _ensure_row(self, name: str, fold_version: int, generation: int = 1, status: str = LIVE) -> None:
+        with self._begin() as conn:
+            exists = conn.execute(sa.select(tracking_table.c.name).where(tracking_table.c.name == name)).first()
+            if exists is None:
+                conn.execute(tracking_table.insert().values(
+                    name=name, position=0, generation=generation, fold_version=fold_version, status=status,
+                    error=None, error_position=None, updated_at=_now(),
+                ))
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite: holding the write lock from BEGIN)."""
+        with self.database.engine.connect() as conn:
+            conn = conn.execution_options(**IMMEDIATE)
+            with conn.begin():
+                yield conn
+
+    # --- reading ------------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def position(self, name: str) -> int:
+        with self.database.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(tracking_table.c.position).where(tracking_table.c.name == name)
+            ).scalar_one())
+
+    def _row(self, conn: Connection, name: str) -> Any:
+        return conn.execute(sa.select(tracking_table).where(tracking_table.c.name == name)).first()
+
+    def _read(self, projection: Projection, after: int, limit: int) -> tuple[list[Envelope], int]:
+        """The next events after ``after`` that the projection wants, and the last position scanned."""
+        notifications: list[Notification] = self.app.recorder.select_notifications(
+            start=after + 1, limit=limit, inclusive_of_start=True
+        )
+        if not notifications:
+            return [], after
+        mapper = self.app.mapper
+        batch = [
+            Envelope(n.id, mapper.to_domain_event(n)) for n in notifications if projection.wants(n.topic)
+        ]
+        return batch, notifications[-1].id
+
+    # --- processing ---------------------------------------------------------------------
+
+    def run_once(self, name: str, tracking_name: str | None = None, projection: Projection | None = None) -> int:
+        """Process one batch of ``name``; returns how many positions it advanced over (0: caught up)."""
+        projection = projection or self.projections[name]
+        tracking_name = tracking_name or name
+        with self.database.engine.connect() as conn:
+            row = self._row(conn, tracking_name)
+        if row is None or row.status == FAILED:
+            return 0
+        start = int(row.position)
+        batch, last = self._read(projection, start, self.batch_size)
+        if last == start:
+            return 0
+        try:
+            self._commit(projection, tracking_name, start, batch, last)
+        except PositionMoved:
+            return 0
+        except sa.exc.OperationalError:
+            raise
+        except Exception as error:
+            self._isolate(projection, tracking_name, start, batch, last, error)
+            return 0
+        return last - start
+
+    def _commit(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
+                last: int) -> None:
+        with self._begin() as conn:
+            if self.database.is_postgres and not conn.execute(
+                sa.text("select pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(tracking_name)}
+            ).scalar_one():
+                raise PositionMoved(tracking_name)
+            if batch:
+                projection.handle(conn, batch)
+            moved = conn.execute(
+                tracking_table.update()
+                .where(tracking_table.c.name == tracking_name, tracking_table.c.position == start)
+                .values(position=last, updated_at=_now())
+            ).rowcount
+            if moved != 1:
+                raise PositionMoved(tracking_name)
+
+    def _isolate(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
+                 last: int, batch_error: BaseException) -> None:
+        """Re-run the failed batch one event at a time: commit the good ones, stop at the poison one."""
+        position = start
+        for envelope in batch:
+            try:
+                self._commit(projection, tracking_name, position, [envelope], envelope.position)
+            except PositionMoved:
+                return
+            except sa.exc.OperationalError:
+                raise
+            except Exception as error:
+                self._fail(tracking_name, position, envelope.position, error)
+                raise PoisonEvent(projection.name, envelope.position, error) from error
+            position = envelope.position
+        # Every event succeeded on its own: the batch failure was transient. Move past the tail.
+        log.warning("batch of %s failed but its events succeeded alone: %s", tracking_name, batch_error)
+        if position != last:
+            try:
+                self._commit(projection, tracking_name, position, [], last)
+            except PositionMoved:
+                return
+
+    def _fail(self, tracking_name: str, position: int, error_position: int, error: BaseException) -> None:
+        log.error("projection %s stopped at %s: event %s failed: %r", tracking_name, position, error_position, error)
+        with self._begin() as conn:
+            conn.execute(
+                tracking_table.update().where(tracking_table.c.name == tracking_name).values(
+                    status=FAILED, error=f"{type(error).__name__}: {error}"[:2000], error_position=error_position,
+                    updated_at=_now(),
+                )
+            )
+
+    def retry(self, name: str) -> None:
+        """Clear a failed projection's error so that it tries the poison event again (after a fix)."""
+        with self._begin() as conn:
+            conn.execute(tracking_table.update().where(tracking_table.c.name == name).values(
+                status=LIVE, error=None, error_position=None, updated_at=_now()))
+
+    def catch_up(self, names: Iterable[str] | None = None, until: int | None = None) -> None:
+        """Process until every named projection has reached ``until`` (default: the head now)."""
+        target = self.head() if until is None else until
+        for name in list(names or self.projections):
+            while self.position(name) < target:
+                if self.run_once(name) == 0 and self._status_of(name) == FAILED:
+                    break
+
+    def _status_of(self, name: str) -> str:
+        with self.database.engine.connect() as conn:
+            return str(self._row(conn, name).status)
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2,
+                    on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Keep every projection caught up until ``stop`` is set; woken early by ``wake``."""
+        listener = _Listener(self.database) if self.database.is_postgres else None
+        try:
+            while not stop.is_set():
+                busy = False
+                for name in self.projections:
+                    try:
+                        busy = self.run_once(name) > 0 or busy
+                    except PoisonEvent as error:
+                        if on_error:
+                            on_error(error)
+                    except sa.exc.OperationalError as error:  # transient: database restarting, lock timeout
+                        log.warning("projection %s: database error, retrying: %s", name, error)
+                        time.sleep(min(poll_seconds * 5, 2.0))
+                if busy:
+                    continue
+                if listener is not None:
+                    listener.wait(poll_seconds * 5, self.wake)
+                else:
+                    self.wake.wait(poll_seconds)
+                self.wake.clear()
+        finally:
+            if listener is not None:
+                listener.close()
+
+    # --- status and read-your-writes ----------------------------------------------------
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.head()
+        result = []
+        with self.database.engine.connect() as conn:
+            for name, projection in self.projections.items():
+                row = self._row(conn, name)
+                position = int(row.position) if row else 0
+                lag_events = 0
+                lag_seconds = 0.0
+                if position < head:
+                    lag_events = self._count_after(position)
+                    first = self.app.recorder.select_notifications(start=position + 1, limit=1)
+                    if first:
+                        recorded = self.app.mapper.to_domain_event(first[0]).timestamp
+                        lag_seconds = max((_now() - recorded).total_seconds(), 0.0)
+                result.append(ProjectionStatus(
+                    name=name, position=position, head=head, lag_events=lag_events, lag_seconds=lag_seconds,
+                    status=row.status if row else "missing", generation=int(row.generation) if row else 0,
+                    fold_version=int(row.fold_version) if row else 0, code_fold_version=projection.fold_version,
+                    error=row.error if row else None, error_position=row.error_position if row else None,
+                ))
+        return result
+
+    def _count_after(self, position: int) -> int:
+        events = sa.table(self.app.recorder.events_table_name, sa.column("id"))  # type: ignore[attr-defined]
+        with self.database.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(events).where(events.c.id > position)
+            ).scalar_one())
+
+    def wait_for(self, position: int, timeout: float, names: Iterable[str] | None = None) -> bool:
+        """Block until the named projections (default: all) reach ``position``, or ``timeout`` passes."""
+        wanted = list(names or self.projections)
+        deadline = time.monotonic() + timeout
+        self.wake.set()
+        while True:
+            with self.database.engine.connect() as conn:
+                positions = conn.execute(
+                    sa.select(tracking_table.c.position).where(tracking_table.c.name.in_(wanted))
+                ).scalars().all()
+            if len(positions) == len(wanted) and min(positions) >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    # --- blue/green rebuild -------------------------------------------------------------
+
+    def rebuild(self, name: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Replay ``name`` from zero into new tables while the old ones keep answering; then swap.
+
+        Returns the position the new tables were switched in at.
+        """
+        live = self.projections[name]
+        with self.database.engine.connect() as conn:
+            row = self._row(conn, name)
+        generation = (int(row.generation) if row else 1) + 1
+        suffix = f"__g{generation}"
+        fresh = type(live)(suffix=suffix)
+        build_name = f"{name}{suffix}"
+        with self._begin() as conn:
+            for table in reversed(fresh.tables):
+                table.drop(conn, checkfirst=True)
+            conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
+        fresh.metadata.create_all(self.database.engine, checkfirst=True)
+        self._ensure_row(build_name, fresh.fold_version, generation, REBUILDING)
+        total = self.head()
+        while True:
+            advanced = self.run_once(build_name, build_name, fresh)
+            position = self.position(build_name)
+            if progress:
+                progress(position, max(total, position))
+            if advanced == 0:
+                if self._status_of(build_name) == FAILED:
+                    with self.database.engine.connect() as conn:
+                        failed = self._row(conn, build_name)
+                    raise PoisonEvent(name, int(failed.error_position), RuntimeError(failed.error))
+                if position >= self.head():
+                    break
+        return self._swap(live, fresh, build_name, generation)
+
+    def _swap(self, live: Projection, fresh: Projection, build_name: str, generation: int) -> int:
+        while True:
+            with self._begin() as conn:
+                if self.database.is_postgres:
+                    # Wait for the live worker's batch to finish, then keep it out until we commit.
+                    conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": _lock_key(live.name)})
+                position = int(self._row(conn, build_name).position)
+                batch, last = self._read(fresh, position, self.batch_size)
+                if last != position:
+                    # Events arrived meanwhile: fold them into the new tables, inside the swap.
+                    if batch:
+                        fresh.handle(conn, batch)
+                    conn.execute(tracking_table.update().where(tracking_table.c.name == build_name)
+                                 .values(position=last, updated_at=_now()))
+                    if last - position >= self.batch_size:
+                        continue  # commit this batch and go round again
+                    position = last
+                for table in reversed(live.tables):
+                    table.drop(conn, checkfirst=True)
+                for table, base in zip(fresh.tables, fresh.base_names(), strict=True):
+                    conn.execute(sa.text(f'ALTER TABLE "{table.name}" RENAME TO "{base}"'))
+                conn.execute(tracking_table.update().where(tracking_table.c.name == live.name).values(
+                    position=position, generation=generation, fold_version=fresh.fold_version, status=LIVE,
+                    error=None, error_position=None, updated_at=_now(),
+                ))
+                conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
+                return position
+
+
+def _lock_key(name: str) -> int:
+    base = name.split("__g")[0]
+    return zlib.crc32(f"salesplan.projection.{base}".encode()) - 2**31
+
+
+class _Listener:
+    """PostgreSQL LISTEN on the event store's channel: wakes the workers when events commit."""
+
+    def __init__(self, database: Database) -> None:
+        self._conn = database.engine.raw_connection()
+        self._conn.driver_connection.set_isolation_level(0)  # type: ignore[union-attr]
+        with self._conn.cursor() as cursor:
+            cursor.execute("LISTEN salesplan_events")
+
+    def wait(self, timeout: float, wake: threading.Event) -> None:
+        import select
+
+        raw = self._conn.driver_connection
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not wake.is_set():
+            if select.select([raw], [], [], 0.05)[0]:
+                raw.poll()  # type: ignore[union-attr]
+                if raw.notifies:  # type: ignore[union-attr]
+                    raw.notifies.clear()  # type: ignore[union-attr]
+                    return
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            pass
