@@ -203,7 +203,8 @@ class Plan(SalesAggregate):
             period, child_scope = parent["period"], scope
             if by == "period":
                 child_period = v.Period.parse(part, field)
-                if not v.Period.parse(parent["period"]).contains(child_period) or child_period.kind == v.Period.parse(parent["period"]).kind:
+                parent_period = v.Period.parse(parent["period"])
+                if not parent_period.contains(child_period) or child_period.kind == parent_period.kind:
                     raise RuleViolation("decomposition.period_outside", f"{part} is not inside {parent['period']}", field)
                 period = part
             elif by in ("unit", "member"):
@@ -313,7 +314,9 @@ class Plan(SalesAggregate):
         value = target_value(metric, committed, "committed")
         upside = None if stretch is None else target_value(metric, stretch, "stretch")
         if upside is not None and upside < value:
-            raise RuleViolation("target.stretch_below_committed", "the stretch value must not be below the committed value", "stretch")
+            raise RuleViolation(
+                "target.stretch_below_committed", "the stretch value must not be below the committed value", "stretch"
+            )
         return value, upside
 
     def _target(self, target_id: UUID, field: str) -> dict[str, Any]:

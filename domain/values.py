@@ -173,7 +173,8 @@ class Period:
         step = 3 if kind == "quarter" else 1
         day = self.start
         while day < self.end:
-            result.append(Period.parse(f"{day.year}-Q{(day.month + 2) // 3}" if kind == "quarter" else f"{day.year}-{day.month:02d}"))
+            key = f"{day.year}-Q{(day.month + 2) // 3}" if kind == "quarter" else f"{day.year}-{day.month:02d}"
+            result.append(Period.parse(key))
             day = _add_months(day, step)
         return result
 
