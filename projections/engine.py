@@ -305,7 +305,11 @@ class ProjectionEngine:
         target = self.head() if until is None else until
         for name in list(names or self.projections):
             while self.position(name) < target:
-                if self.run_once(name) == 0 and self._status_of(name) == FAILED:
+                try:
+                    self.run_once(name)
+                except PoisonEvent as error:
+                    log.error("%s", error)  # recorded in the tracking table; status shows it
+                if self._status_of(name) == FAILED:
                     break
 
     def _status_of(self, name: str) -> str:

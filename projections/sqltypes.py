@@ -25,7 +25,9 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        return str(value) if dialect.name == "sqlite" else Decimal(value)
+        # One canonical form, however the value was computed: a rebuild must write identical rows.
+        canonical = _trim(Decimal(value))
+        return str(canonical) if dialect.name == "sqlite" else canonical
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else _trim(Decimal(value))
