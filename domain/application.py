@@ -102,7 +102,7 @@ class SalesPlanning(Application[UUID]):
         super().__init__(env={"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy"})
         idempotency_metadata.create_all(database.engine, checkfirst=True)
 
-    def construct_factory(self, env: Environment) -> InfrastructureFactory:
+    def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         return _SharedDatastoreFactory(env, self.database)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -174,7 +174,7 @@ class SalesPlanning(Application[UUID]):
         if entity_id is None:
             return RuleViolation("concurrency.conflict", "another writer changed this data first: retry", None)
         try:
-            current = self.repository.get(entity_id).version
+            current: int = self.repository.get(entity_id).version
         except AggregateNotFoundError:
             current = 0
         return VersionConflict(entity_id, getattr(command, "expected_version", None), current)
@@ -182,7 +182,7 @@ class SalesPlanning(Application[UUID]):
     def get(self, cls: type[A], entity_id: UUID, field: str | None = None) -> A:
         """Load an aggregate of the given type, or raise NotFound naming the field."""
         try:
-            aggregate = self.repository.get(entity_id)
+            aggregate: Any = self.repository.get(entity_id)
         except AggregateNotFoundError:
             raise NotFound(ENTITY_NAMES[cls], entity_id, field) from None
         if not isinstance(aggregate, cls):

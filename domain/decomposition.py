@@ -36,6 +36,12 @@ def split(
     quantum = Decimal(1).scaleb(-places)
     if method == "values":
         given = _exactly(values, parts, "values")
+        # Finiteness first: ordering a NaN raises decimal.InvalidOperation instead of a domain error.
+        for i, value in enumerate(given):
+            if not value.is_finite() or value < 0:
+                raise ValidationError(
+                    "decomposition.value", f"values/{i} must be non-negative with {places} places", f"values/{i}"
+                )
         if sum(given) != total:
             raise RuleViolation(
                 "decomposition.sum_mismatch",
@@ -43,7 +49,7 @@ def split(
                 "values",
             )
         for i, value in enumerate(given):
-            if value < 0 or value != value.quantize(quantum):
+            if value != value.quantize(quantum):
                 raise ValidationError(
                     "decomposition.value", f"values/{i} must be non-negative with {places} places", f"values/{i}"
                 )
@@ -52,7 +58,7 @@ def split(
         raw = [total / parts] * parts
     elif method == "weights":
         given = _exactly(weights, parts, "weights")
-        if any(w < 0 or not w.is_finite() for w in given):
+        if any(not w.is_finite() or w < 0 for w in given):
             raise ValidationError("decomposition.weight_negative", "weights must be finite and non-negative", "weights")
         if sum(given) != 1:
             raise RuleViolation(
@@ -61,7 +67,7 @@ def split(
         raw = [total * w for w in given]
     elif method == "history":
         given = _exactly(history, parts, "history")
-        if any(h < 0 or not h.is_finite() for h in given):
+        if any(not h.is_finite() or h < 0 for h in given):
             raise ValidationError("decomposition.history_negative", "history actuals must be non-negative", "history")
         base = sum(given)
         if base == 0:

@@ -49,7 +49,7 @@ def money(value: Any, field: str) -> Decimal:
 
 
 def currency(value: str, field: str = "currency") -> str:
-    if not isinstance(value, str) or not CURRENCY_RE.match(value):
+    if not isinstance(value, str) or not CURRENCY_RE.fullmatch(value):
         raise ValidationError("currency.format", f"{field} must be an ISO 4217 code like EUR", field)
     return value
 
@@ -65,12 +65,12 @@ def text(value: Any, field: str, *, max_length: int = 200, required: bool = True
         raise ValidationError("text.type", f"{field} must be a string", field)
     if "\x00" in value or _SURROGATE_RE.search(value):
         raise ValidationError("text.invalid_character", f"{field} contains a NUL or a lone surrogate", field)
-    value = value.strip()
-    if required and not value:
+    stripped: str = value.strip()
+    if required and not stripped:
         raise ValidationError("text.empty", f"{field} must not be empty", field)
-    if len(value) > max_length:
+    if len(stripped) > max_length:
         raise ValidationError("text.too_long", f"{field} must be at most {max_length} characters", field)
-    return value
+    return stripped
 
 
 def reason(value: str | None, field: str = "reason") -> str:
@@ -122,7 +122,8 @@ class Period:
 
     @classmethod
     def parse(cls, key: str, field: str = "period") -> Period:
-        match = _PERIOD_RE.match(key) if isinstance(key, str) else None
+        # fullmatch: "$" alone would let "2026-Q1\n" through as a second name for 2026-Q1.
+        match = _PERIOD_RE.fullmatch(key) if isinstance(key, str) else None
         if not match:
             raise ValidationError(
                 "period.format", f"{field} must look like 2026, 2026-Q2, 2026-03 or 2026-W14", field

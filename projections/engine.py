@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 from eventsourcing.persistence import Notification
@@ -208,7 +208,7 @@ class ProjectionEngine:
 
     def _read(self, projection: Projection, after: int, limit: int) -> tuple[list[Envelope], int]:
         """The next events after ``after`` that the projection wants, and the last position scanned."""
-        notifications: list[Notification] = self.app.recorder.select_notifications(
+        notifications: Sequence[Notification] = self.app.recorder.select_notifications(
             start=after + 1, limit=limit, inclusive_of_start=True
         )
         if not notifications:
@@ -358,7 +358,7 @@ class ProjectionEngine:
                     lag_events = self._count_after(position)
                     first = self.app.recorder.select_notifications(start=position + 1, limit=1)
                     if first:
-                        recorded = self.app.mapper.to_domain_event(first[0]).timestamp
+                        recorded: datetime = cast(Any, self.app.mapper.to_domain_event(first[0])).timestamp
                         lag_seconds = max((_now() - recorded).total_seconds(), 0.0)
                 result.append(ProjectionStatus(
                     name=name, position=position, head=head, lag_events=lag_events, lag_seconds=lag_seconds,
@@ -466,13 +466,14 @@ class _Listener:
     def __init__(self, database: Database) -> None:
         self._conn = database.engine.raw_connection()
         self._conn.driver_connection.set_isolation_level(0)  # type: ignore[union-attr]
-        with self._conn.cursor() as cursor:
-            cursor.execute("LISTEN salesplan_events")
+        cursor = self._conn.cursor()
+        cursor.execute("LISTEN salesplan_events")
+        cursor.close()
 
     def wait(self, timeout: float, wake: threading.Event) -> None:
         import select
 
-        raw = self._conn.driver_connection
+        raw: Any = self._conn.driver_connection
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not wake.is_set():
             if select.select([raw], [], [], 0.05)[0]:
