@@ -134,6 +134,7 @@ UNIT_EVENTS = (Unit.Added, Unit.Renamed, Unit.Moved, Unit.Deactivated)
 MEMBER_EVENTS = (Member.Added, Member.Renamed, Member.Moved, Member.Deactivated)
 PLAN_EVENTS = (Plan.Drafted, Plan.Published, Plan.Closed)
 TARGET_EVENTS = (Plan.TargetSet, Plan.TargetDecomposed, Plan.TargetRevised, Plan.TargetRemoved)
+CREATION_EVENTS = (Unit.Added, Member.Added, Plan.Drafted, Deal.Opened)
 DEAL_EVENTS = (Deal.Opened, Deal.StageChanged, Deal.AmountChanged, Deal.ExpectedCloseChanged, Deal.Reassigned,
                Deal.Won, Deal.Lost, Deal.Reopened)
 
@@ -223,11 +224,11 @@ class ProgressProjection(Projection):
             e = envelope.event
             stamp = (envelope.position, e.effective_at, envelope.recorded_at)
             if isinstance(e, UNIT_EVENTS):
-                units.append(e.originator_id, evolve_unit(units.current(e.originator_id), e), *stamp)
+                units.append(e.originator_id, evolve_unit(_before(units, e), e), *stamp)
             elif isinstance(e, MEMBER_EVENTS):
-                members.append(e.originator_id, evolve_member(members.current(e.originator_id), e), *stamp)
+                members.append(e.originator_id, evolve_member(_before(members, e), e), *stamp)
             elif isinstance(e, PLAN_EVENTS):
-                plans.append(e.originator_id, evolve_plan(plans.current(e.originator_id), e), *stamp)
+                plans.append(e.originator_id, evolve_plan(_before(plans, e), e), *stamp)
             elif isinstance(e, Plan.TargetSet):
                 targets.append(e.target_id, new_target(e.originator_id, e.metric, e.period, e.scope, e.committed,
                                                        e.stretch, e.parent_id), *stamp)
@@ -244,7 +245,7 @@ class ProgressProjection(Projection):
                 for target_id in e.removed_ids:
                     targets.append(target_id, evolve_target(_known(targets, target_id), e), *stamp)
             elif isinstance(e, DEAL_EVENTS):
-                deals.append(e.originator_id, evolve_deal(deals.current(e.originator_id), e), *stamp)
+                deals.append(e.originator_id, evolve_deal(_before(deals, e), e), *stamp)
             elif isinstance(e, Activity.Logged):
                 activities.append(e.originator_id, evolve_activity(e), *stamp)
         for writer in (units, members, plans, targets, deals, activities):
@@ -275,6 +276,13 @@ class ProgressProjection(Projection):
         plans.prefetch(ids["plans"])
         targets.prefetch(ids["targets"])
         deals.prefetch(ids["deals"])
+
+
+def _before(writer: HistoryWriter, event: Any) -> State | None:
+    """The entity's state before ``event``: nothing to look up for the event that creates it."""
+    if isinstance(event, CREATION_EVENTS):
+        return None
+    return writer.current(event.originator_id)
 
 
 def _known(writer: HistoryWriter, entity_id: Any) -> State:
