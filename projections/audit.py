@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -154,16 +153,19 @@ def referenced_ids(event: Any) -> set[UUID]:
 
 
 class Namer:
-    """Names entities in summaries; an unknown id shows as its first eight hex digits."""
+    """Names entities in summaries (first layer first); an unknown id shows as its first eight hex digits."""
 
-    def __init__(self, subjects: Mapping[UUID, Subject]) -> None:
-        self.subjects = subjects
+    def __init__(self, *layers: Mapping[UUID, Subject]) -> None:
+        self.layers = layers
 
     def __call__(self, entity_id: UUID | None) -> str:
         if entity_id is None:
             return "(none)"
-        subject = self.subjects.get(entity_id)
-        return subject.label if subject is not None else str(entity_id)[:8]
+        for layer in self.layers:
+            subject = layer.get(entity_id)
+            if subject is not None:
+                return subject.label
+        return str(entity_id)[:8]
 
 
 def amount(value: Decimal | None) -> str:
@@ -270,10 +272,6 @@ def _values(committed: Change, stretch: Change) -> dict[str, dict[str, Any]]:
     return _diff({"committed": committed, "stretch": stretch})
 
 
-def _revision(before: Any, after: Any, what: str) -> str:
-    return f"{what} {amount(before)} → {amount(after)}" if before is not None else f"{what} {amount(after)}"
-
-
 def _target_entries(e: Any, n: Namer) -> list[_Entry]:
     if isinstance(e, Plan.TargetSet):
         scope = {k: v for k, v in e.scope.items() if v is not None}
@@ -299,7 +297,9 @@ def _target_entries(e: Any, n: Namer) -> list[_Entry]:
             for c in e.children
         ]
     if isinstance(e, Plan.TargetRevised):
-        parts = [_revision(e.previous_committed, e.committed, "committed")] if e.committed != e.previous_committed else []
+        parts = []
+        if e.committed != e.previous_committed:
+            parts.append(f"committed {amount(e.previous_committed)} → {amount(e.committed)}")
         if e.stretch != e.previous_stretch:
             parts.append(f"stretch {amount(e.previous_stretch)} → {amount(e.stretch)}")
         return [_Entry("target", e.target_id,
@@ -324,7 +324,7 @@ def audit_rows(envelope: Envelope, subjects: Mapping[UUID, Subject]) -> tuple[li
     """
     e = envelope.event
     learnt = learn(e, subjects)
-    n = Namer(ChainMap(learnt, dict(subjects)))
+    n = Namer(learnt, subjects)
     entity = type(e).__qualname__.split(".")[0].lower()
     if isinstance(e, TARGET_EVENTS):
         entries = _target_entries(e, n)
@@ -400,7 +400,8 @@ class AuditProjection(Projection):
             entries, learnt = audit_rows(envelope, subjects)
             subjects.update(learnt)
             changed.update(learnt)
-            rows.extend({**dataclasses.asdict(r), "changes": json.dumps(r.changes, sort_keys=True)} for r in entries)
+            rows.extend({**dataclasses.asdict(r), "changes": json.dumps(r.changes, sort_keys=True, ensure_ascii=False)}
+                        for r in entries)
         if rows:
             conn.execute(self.history.insert(), rows)
         new = [_subject_row(k, s) for k, s in changed.items() if k not in stored]
@@ -482,6 +483,8 @@ def audit_history(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    if entity is not None and entity not in ENTITIES:
+        raise ValueError(f"entity must be one of {', '.join(ENTITIES)}")
     t = LIVE.history
     c = t.c
     query = sa.select(t)
@@ -496,7 +499,8 @@ def audit_history(
             query = query.where(column < high)
     if after is not None:
         position, seq = decode_cursor(after)
-        query = query.where(sa.or_(c.position > position, sa.and_(c.position == position, c.seq > seq)))
+        # A row-value comparison: both backends turn it into one range on (position, seq).
+        query = query.where(sa.tuple_(c.position, c.seq) > sa.tuple_(sa.literal(position), sa.literal(seq)))
     found = conn.execute(query.order_by(c.position, c.seq).limit(limit + 1)).all()
     rows = [
         AuditRow(
