@@ -96,6 +96,11 @@ class SalesPlanning(Application[UUID]):
 
     name = "salesplan"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The library names the events table after the class: a subclass must keep the same store.
+        super().__init_subclass__(**kwargs)
+        cls.name = "salesplan"
+
     def __init__(self, database: Database, clock: Callable[[], datetime] = v.utc_now) -> None:
         self.database = database
         self.clock = clock

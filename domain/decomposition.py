@@ -6,7 +6,7 @@ replaying a decomposition never recomputes it.
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Final
 
 from domain.errors import RuleViolation, ValidationError
@@ -29,6 +29,24 @@ def split(
 
     ``places`` is 2 for money and 0 for counts: a decomposition never invents cents or half deals.
     """
+    # Decimal's default 28 digits would round large products and sums (a 1e12 total split by
+    # equal history gave .24/.22, not .23/.23): work with enough digits to floor exactly.
+    with localcontext(prec=100):
+        return _split(total, parts=parts, method=method, places=places, weights=weights, history=history,
+                      values=values, residue_to=residue_to)
+
+
+def _split(
+    total: Decimal,
+    *,
+    parts: int,
+    method: str,
+    places: int,
+    weights: list[Decimal] | None,
+    history: list[Decimal] | None,
+    values: list[Decimal] | None,
+    residue_to: int,
+) -> list[Decimal]:
     if parts < 1:
         raise ValidationError("decomposition.no_parts", "a decomposition needs at least one part", "parts")
     if not 0 <= residue_to < parts:
@@ -89,4 +107,7 @@ def _exactly(values: list[Decimal] | None, parts: int, field: str) -> list[Decim
         raise ValidationError(
             f"decomposition.{field}_count", f"{field} must have one entry per part ({parts})", field
         )
-    return [Decimal(v) for v in values]
+    try:
+        return [Decimal(v) for v in values]
+    except (ArithmeticError, TypeError, ValueError):
+        raise ValidationError(f"decomposition.{field}_not_numbers", f"{field} must be decimal numbers", field) from None
