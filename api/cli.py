@@ -131,7 +131,7 @@ def token_create(
     from api.tokens import create_token
 
     app, _engine = _open(Settings())
-    token_id, secret = create_token(app.database, role=role, member_id=member, label=label, app=app)
+    token_id, secret = create_token(app.database, role=role, member_id=member, label=label)
     console.print(f"token id {token_id}\n{secret}")
 
 
@@ -158,5 +158,121 @@ def token_list() -> None:
     console.print(table)
 
 
+@cli.command()
+def bench(
+    events: Annotated[int, typer.Option(help="Size of the generated history rebuilt by the benchmark.")] = 1_000_000,
+    runs: Annotated[int, typer.Option(help="Repetitions of each measurement (median, min, max).")] = 3,
+    seconds: Annotated[float, typer.Option(help="Length of each load run.")] = 4.0,
+    admin_url: Annotated[str, typer.Option(help="A PostgreSQL database to create the bench database from.")] =
+        "postgresql+psycopg2://root@127.0.0.1:5432/postgres",
+) -> None:
+    """Measure salesplan against the machine's ceilings; print one table and write bench-results.json."""
+    from api.bench import BenchConfig, run_bench
+
+    config = BenchConfig(admin_url=admin_url, events=events, runs=runs, seconds=seconds)
+    figures = run_bench(config, lambda line: console.print(f"[dim]{line}[/dim]"))
+    table = Table("measure", "median", "min", "max", "unit", "ceiling (median)", "ratio", "goal")
+    for f in figures:
+        ceiling = f"{f.ceiling_median:,.2f} ({f.ceiling})" if f.ceiling_median is not None else ""
+        verdict = "" if f.goal is None else f"{f.goal}: " + ("[green]met[/green]" if f.goal_met else "[red]MISSED[/red]")
+        table.add_row(f.name + (f" [dim]{f.note}[/dim]" if f.note else ""), f"{f.median:,.2f}", f"{min(f.runs):,.2f}",
+                      f"{max(f.runs):,.2f}", f.unit, ceiling, "" if f.ratio is None else f"{f.ratio:.2f}", verdict)
+    console.print(table)
+    console.print(f"written to {config.output}")
+
+
 def main() -> None:
     cli()
+
+
+@cli.command("import-crm")
+def import_crm_command(
+    directory: Annotated[str, typer.Argument(help="Directory with sales_teams.csv, products.csv, accounts.csv and "
+                                                  "sales_pipeline.csv (the CRM Sales Opportunities layout).")],
+    batch_size: Annotated[int, typer.Option(help="Aggregates saved per transaction.", min=1)] = 500,
+    company: Annotated[str, typer.Option(help="Name of the company unit the regional offices belong to.")] = "Company",
+    refused: Annotated[str | None, typer.Option(help="Write every refused row (file, row, reason) to this CSV.")] = None,
+    catch_up: Annotated[bool, typer.Option(help="Bring the projections up to date afterwards.")] = True,
+) -> None:
+    """Import a CRM export as back-dated history; running it again adds only what is new."""
+    import csv
+    from pathlib import Path
+
+    from api.importer import CrmImportError, import_crm
+
+    app, engine = _open(Settings())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("importing entities", total=None)
+            report = import_crm(app, Path(directory), batch_size=batch_size, company=company,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except CrmImportError as error:
+        console.print(f"[red]nothing imported: {error}[/red]")
+        raise typer.Exit(code=1) from None
+    table = Table("", *report.rows_read, title="rows read")
+    table.add_row("rows", *(str(n) for n in report.rows_read.values()))
+    console.print(table)
+    kinds = ("unit", "member", "product", "account", "deal")
+    table = Table("", *(f"{k}s" for k in kinds), title="entities")
+    table.add_row("imported", *(str(report.imported[k]) for k in kinds))
+    table.add_row("skipped (already imported)", *(str(report.already_imported[k]) for k in kinds))
+    console.print(table)
+    shown = 50
+    if report.refused:
+        console.print(f"[yellow]refused {len(report.refused)} row(s):[/yellow]")
+        for r in report.refused[:shown]:
+            console.print(f"  {r.file} row {r.row}: {r.reason}", markup=False)
+        if len(report.refused) > shown:
+            console.print(f"  … and {len(report.refused) - shown} more" + ("" if refused else " (--refused FILE lists all)"))
+    else:
+        console.print("refused: none")
+    if refused:
+        with open(refused, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "row", "reason"])
+            writer.writerows((r.file, r.row, r.reason) for r in report.refused)
+        console.print(f"refused rows written to {refused}")
+    console.print("mappings applied:" if report.mappings else "mappings applied: none")
+    for (what, source, target), rows in sorted(report.mappings.items()):
+        console.print(f"  {what}: {source!r} → {target!r} ({rows} row(s))", markup=False)
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    console.print(f"{report.events:,} events written in {report.seconds:.1f} s ({report.events_per_second:,.0f} events/s)")
+    if catch_up and report.events:
+        with console.status("bringing the projections up to date…"):
+            engine.catch_up()
+        console.print("projections up to date")
+
+
+@cli.command("generate")
+def generate_command(
+    events: Annotated[int, typer.Option(help="Generate at least this many events.", min=1)],
+    seed: Annotated[int, typer.Option(help="One seed, one history; a seed already generated here is refused.")] = 1,
+) -> None:
+    """Generate a large, realistic, back-dated history (for benchmarks) into the configured database."""
+    from api.generator import GenerateError, generate
+
+    app, _engine = _open(Settings())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>10} ev/s"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("generating events", total=events, rate="")
+            started = [0.0]
+
+            def report_progress(done: int, total: int) -> None:
+                import time
+
+                now = time.monotonic()
+                started[0] = started[0] or now
+                rate = done / (now - started[0]) if now > started[0] else 0
+                bar.update(task, completed=min(done, total), rate=f"{rate:,.0f}")
+
+            report = generate(app, events=events, seed=seed, progress=report_progress)
+    except GenerateError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(code=1) from None
+    console.print(report.format(), markup=False)
+    console.print("[dim]the projections catch up when `salesplan project` or `salesplan serve` runs "
+                  "(or `salesplan rebuild`)[/dim]")
