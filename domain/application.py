@@ -30,7 +30,7 @@ from domain.catalogue import Account, Product
 from domain.deal import Activity, Deal
 from domain.errors import DomainError, NotFound, RuleViolation, VersionConflict
 from domain.organisation import Member, Unit
-from domain.persistence import IMMEDIATE, Database, register_transcodings
+from domain.persistence import IMMEDIATE, BatchingApplicationRecorder, Database, register_transcodings
 from domain.plan import Plan
 from domain.task import Task
 
@@ -84,6 +84,8 @@ class Idempotency:
 
 class _SharedDatastoreFactory(SQLAlchemyFactory):
     """The library's SQLAlchemy factory, on the datastore shared by the whole process."""
+
+    application_recorder_class = BatchingApplicationRecorder
 
     def __init__(self, env: Environment, database: Database) -> None:
         InfrastructureFactory.__init__(self, env)

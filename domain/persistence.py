@@ -8,12 +8,14 @@ every projection, so that idempotency records, events and view rows can commit t
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, StoredEvent, Transcoding
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -33,6 +35,30 @@ class DateAsISO(Transcoding):
 
 def register_transcodings(transcoder: JSONTranscoder) -> None:
     transcoder.register(DateAsISO())
+
+
+class BatchingApplicationRecorder(SQLAlchemyApplicationRecorder):
+    """The library's recorder, appending with one multi-row INSERT … RETURNING instead of one ORM object per event.
+
+    Same table, same lock (``LOCK TABLE … IN EXCLUSIVE MODE`` on PostgreSQL, so ids still
+    become visible in order), same NOTIFY; only the round trips are fewer, which is what bulk
+    imports and multi-event commands pay for.
+    """
+
+    def _insert_stored_events(self, session: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        if not stored_events:
+            return []
+        table = self.events_record_cls.__table__
+        self._lock_table(session)
+        rows = [
+            {"originator_id": e.originator_id, "originator_version": e.originator_version, "topic": e.topic,
+             "state": e.state}
+            for e in stored_events
+        ]
+        result = session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
+        ids = [int(row[0]) for row in result]
+        self._notify_channel(session)
+        return ids
 
 
 @dataclass
