@@ -70,6 +70,8 @@ class AuditRow:
     reason: str
 
 
+_ROW_FIELDS: Final = dataclasses.fields(AuditRow)
+
 Change = tuple[Any, Any]  # (before, after), as found in the event
 
 _NOT_PAYLOAD: Final = frozenset(
@@ -400,8 +402,9 @@ class AuditProjection(Projection):
             entries, learnt = audit_rows(envelope, subjects)
             subjects.update(learnt)
             changed.update(learnt)
-            rows.extend({**dataclasses.asdict(r), "changes": json.dumps(r.changes, sort_keys=True, ensure_ascii=False)}
-                        for r in entries)
+            # A shallow field copy: dataclasses.asdict deep-copies every row and was half the fold's time.
+            rows.extend({**{f.name: getattr(r, f.name) for f in _ROW_FIELDS},
+                         "changes": json.dumps(r.changes, sort_keys=True, ensure_ascii=False)} for r in entries)
         if rows:
             conn.execute(self.history.insert(), rows)
         new = [_subject_row(k, s) for k, s in changed.items() if k not in stored]

@@ -1,0 +1,164 @@
+"""Revision reasons: every change to a plan's targets with who, when, from what, to what and why.
+
+The progress tables keep the values a target had; the reasons live only in the events. This
+projection keeps one row per target per change (a target set, a child created by a
+decomposition, a revision, a removal), so that "why did East's Q1 target move?" is an indexed
+read. A removal's event names only the ids it removed: the value it had is read from this
+projection's own previous row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from domain.plan import Plan
+from projections.engine import Envelope, Projection
+from projections.sqltypes import Money, UTCDateTime
+
+SET: Final = "set"
+DECOMPOSED: Final = "decomposed"
+REVISED: Final = "revised"
+REMOVED: Final = "removed"
+
+Values = tuple[Decimal, Decimal | None]  # committed, stretch
+
+
+@dataclass(frozen=True)
+class RevisionEntry:
+    """What one event did to one target, and why."""
+
+    target_id: UUID
+    kind: str  # set | decomposed | revised | removed
+    before: Decimal | None
+    after: Decimal | None
+    before_stretch: Decimal | None
+    after_stretch: Decimal | None
+    reason: str
+
+
+def revision_entries(event: Any, current: Mapping[UUID, Values]) -> list[RevisionEntry]:
+    """The pure fold: the entries one plan event yields, given the targets' current values."""
+    if isinstance(event, Plan.TargetSet):
+        return [RevisionEntry(event.target_id, SET, None, event.committed, None, event.stretch, event.reason)]
+    if isinstance(event, Plan.TargetDecomposed):
+        return [RevisionEntry(c["target_id"], DECOMPOSED, None, c["committed"], None, c["stretch"], event.reason)
+                for c in event.children]
+    if isinstance(event, Plan.TargetRevised):
+        return [RevisionEntry(event.target_id, REVISED, event.previous_committed, event.committed,
+                              event.previous_stretch, event.stretch, event.reason)]
+    if isinstance(event, Plan.TargetRemoved):
+        entries = []
+        for target_id in event.removed_ids:
+            committed, stretch = current[target_id]
+            entries.append(RevisionEntry(target_id, REMOVED, committed, None, stretch, None, event.reason))
+        return entries
+    raise TypeError(f"unexpected plan event {type(event).__qualname__}")
+
+
+class RevisionReasonsProjection(Projection):
+    """Answers "who changed this target, when, from what to what, and why"."""
+
+    name = "revision_reasons"
+    fold_version = 1
+    topics = (Plan.TargetSet, Plan.TargetDecomposed, Plan.TargetRevised, Plan.TargetRemoved)
+
+    def define_tables(self) -> None:
+        self.reasons = self.table(
+            "revision_reasons",
+            sa.Column("target_id", sa.Uuid, primary_key=True),
+            sa.Column("position", sa.BigInteger, primary_key=True),
+            sa.Column("plan_id", sa.Uuid, nullable=False),
+            sa.Column("effective_at", UTCDateTime, nullable=False),
+            sa.Column("recorded_at", UTCDateTime, nullable=False),
+            sa.Column("actor", sa.String(200), nullable=False),
+            sa.Column("kind", sa.String(20), nullable=False),
+            sa.Column("before", Money, nullable=True),
+            sa.Column("after", Money, nullable=True),
+            sa.Column("before_stretch", Money, nullable=True),
+            sa.Column("after_stretch", Money, nullable=True),
+            sa.Column("reason", sa.Text, nullable=False),
+            indexes=[("plan_id", "position")],
+        )
+
+    def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
+        removed = {t for e in batch if isinstance(e.event, Plan.TargetRemoved) for t in e.event.removed_ids}
+        current = self._latest(conn, removed)
+        rows: list[dict[str, Any]] = []
+        for envelope in batch:
+            e = envelope.event
+            for entry in revision_entries(e, current):
+                if entry.after is None:
+                    current.pop(entry.target_id, None)
+                else:
+                    current[entry.target_id] = (entry.after, entry.after_stretch)
+                rows.append({
+                    "target_id": entry.target_id, "position": envelope.position, "plan_id": e.originator_id,
+                    "effective_at": e.effective_at, "recorded_at": envelope.recorded_at, "actor": e.actor,
+                    "kind": entry.kind, "before": entry.before, "after": entry.after,
+                    "before_stretch": entry.before_stretch, "after_stretch": entry.after_stretch,
+                    "reason": entry.reason,
+                })
+        if rows:
+            conn.execute(self.reasons.insert(), rows)
+
+    def _latest(self, conn: Connection, target_ids: Iterable[UUID]) -> dict[UUID, Values]:
+        """The values of these targets after their last recorded change."""
+        c = self.reasons.c
+        wanted = list(target_ids)
+        latest: dict[UUID, Values] = {}
+        for i in range(0, len(wanted), 500):
+            last = (sa.select(c.target_id, sa.func.max(c.position).label("position"))
+                    .where(c.target_id.in_(wanted[i:i + 500])).group_by(c.target_id).subquery())
+            rows = conn.execute(sa.select(c.target_id, c.after, c.after_stretch).join(
+                last, sa.and_(c.target_id == last.c.target_id, c.position == last.c.position)))
+            latest.update({row.target_id: (row.after, row.after_stretch) for row in rows if row.after is not None})
+        return latest
+
+
+LIVE = RevisionReasonsProjection()
+"""The live table, for queries."""
+
+
+@dataclass(frozen=True)
+class RevisionReason:
+    """One change of one target: who, when (both clocks), from what to what, why."""
+
+    plan_id: UUID
+    target_id: UUID
+    position: int
+    effective_at: datetime
+    recorded_at: datetime
+    actor: str
+    kind: str
+    before: Decimal | None
+    after: Decimal | None
+    before_stretch: Decimal | None
+    after_stretch: Decimal | None
+    reason: str
+
+
+def revision_reasons(
+    conn: Connection, *, plan_id: UUID, position: int, after_position: int = 0,
+    target_ids: Iterable[UUID] | None = None,
+) -> list[RevisionReason]:
+    """The plan's target changes recorded in (``after_position``, ``position``], in log order."""
+    c = LIVE.reasons.c
+    query = sa.select(LIVE.reasons).where(c.plan_id == plan_id, c.position > after_position, c.position <= position)
+    if target_ids is not None:
+        query = query.where(c.target_id.in_(list(target_ids)))
+    return [
+        RevisionReason(
+            plan_id=r.plan_id, target_id=r.target_id, position=int(r.position), effective_at=r.effective_at,
+            recorded_at=r.recorded_at, actor=r.actor, kind=r.kind, before=r.before, after=r.after,
+            before_stretch=r.before_stretch, after_stretch=r.after_stretch, reason=r.reason,
+        )
+        for r in conn.execute(query.order_by(c.position, c.target_id))
+    ]
