@@ -177,7 +177,7 @@ def bench(
         verdict = "" if f.goal is None else f"{f.goal}: " + ("[green]met[/green]" if f.goal_met else "[red]MISSED[/red]")
         table.add_row(f.name + (f" [dim]{f.note}[/dim]" if f.note else ""), f"{f.median:,.2f}", f"{min(f.runs):,.2f}",
                       f"{max(f.runs):,.2f}", f.unit, ceiling, "" if f.ratio is None else f"{f.ratio:.2f}", verdict)
-    console.print(table)
+    Console(width=250).print(table)
     console.print(f"written to {config.output}")
 
 
