@@ -1,0 +1,654 @@
+"""Deviation alerts: targets behind pace, pipelines that cannot cover the gap, stalled deals, overdue tasks.
+
+Alerts are not a fold of events: whether a target is behind depends on the passage of time.
+``evaluate_alerts`` is a pure query (a cut and an ``at`` in, candidates out); ``raise_alerts``
+(run by a command or a periodic worker) evaluates at a given ``at``, upserts the alerts,
+resolves those no longer true and, in the same transaction, queues one webhook delivery per
+active endpoint for every alert raised or resolved, so a receiver that is down loses nothing.
+``deliver_pending`` sends the queue: at least once, signed, retried with capped exponential
+backoff, never dropped.
+
+The tables belong to this module (create them with ``setup``), not to a projection: a
+projection rebuild leaves them alone. An alert's id is derived from its kind, subject and
+period (``alert_id``), so re-evaluating never duplicates it:
+
+    kind             subject   period (what makes a new occurrence a new alert)
+    target_behind    target    the target's period: pace < 1 − behind_by
+    coverage_low     target    the target's period: weighted open pipeline ÷ gap < coverage_below
+    deal_stalled     deal      the time the deal entered its stage (moving on and stalling again is new)
+    task_overdue     task      the due date (rescheduled and overdue again is new)
+
+Owners (``alert_owners``; ``alerts.owner_id`` holds the owner when there is exactly one): the
+target's member, the deal's owner, the task's assignee; for a unit target the managers of that
+unit (``progress_members`` with role manager at the cut), none when it has no manager.
+
+Webhook requests are ``POST`` with a JSON body and the headers ``Salesplan-Signature:
+sha256=<hex HMAC-SHA256 of the body with the endpoint's secret>``, ``Salesplan-Delivery`` (a
+stable id: receivers de-duplicate on it) and ``Salesplan-Event`` (``alert.raised`` or
+``alert.resolved``); any 2xx is success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import urlsplit
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from domain import values as v
+from domain.errors import NotFound, RuleViolation, ValidationError
+from domain.persistence import IMMEDIATE, Database
+from projections.analytics import Org, StalledDeal, check_at, stalled_deals
+from projections.engine import tracking_table
+from projections.history import Cut
+from projections.pipeline import TaskView, tasks
+from projections.progress import LIVE as PROGRESS
+from projections.progress import Organisation, ProgressConfig, ProgressRow, progress
+from projections.sqltypes import UTCDateTime
+
+KINDS: Final = ("target_behind", "coverage_low", "deal_stalled", "task_overdue")
+READS: Final = ("progress", "pipeline")
+"""The projections alerts are computed from (their lowest position is the one stamped on a run)."""
+
+_NAMESPACE: Final = uuid5(NAMESPACE_URL, "urn:salesplan:alert")
+
+metadata = sa.MetaData()
+alerts_table = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("subject_type", sa.String(20), nullable=False),
+    sa.Column("subject_id", sa.Uuid, nullable=False),
+    sa.Column("period", sa.String(40), nullable=False),
+    sa.Column("unit_id", sa.Uuid, nullable=True),
+    sa.Column("owner_id", sa.Uuid, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("occurrence", sa.Integer, nullable=False),
+    sa.Column("raised_at", UTCDateTime, nullable=False),
+    sa.Column("raised_position", sa.BigInteger, nullable=False),
+    sa.Column("evaluated_at", UTCDateTime, nullable=False),
+    sa.Column("evaluated_position", sa.BigInteger, nullable=False),
+    sa.Column("acknowledged_at", UTCDateTime, nullable=True),
+    sa.Column("acknowledged_by", sa.String(100), nullable=True),
+    sa.Column("resolved_at", UTCDateTime, nullable=True),
+    sa.Column("resolved_position", sa.BigInteger, nullable=True),
+    sa.Index("ix_alerts_resolved_at", "resolved_at"),
+    sa.Index("ix_alerts_unit_id", "unit_id"),
+)
+alert_owners_table = sa.Table(
+    "alert_owners", metadata,
+    sa.Column("alert_id", sa.Uuid, primary_key=True),
+    sa.Column("member_id", sa.Uuid, primary_key=True),
+    sa.Index("ix_alert_owners_member_id", "member_id"),
+)
+alert_runs_table = sa.Table(
+    "alert_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("raised", sa.Integer, nullable=False),
+    sa.Column("resolved", sa.Integer, nullable=False),
+    sa.Column("open", sa.Integer, nullable=False),
+)
+webhooks_table = sa.Table(
+    "alert_webhooks", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+deliveries_table = sa.Table(
+    "alert_deliveries", metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("alert_id", sa.Uuid, nullable=False),
+    sa.Column("webhook_id", sa.Uuid, nullable=False),
+    sa.Column("event", sa.String(30), nullable=False),
+    sa.Column("occurrence", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # frozen when queued: every retry sends the same bytes
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_alert_deliveries_pending", "delivered_at", "next_attempt_at"),
+)
+
+
+def setup(database: Database) -> None:
+    """Create the alert tables if they are missing (idempotent; call it at startup)."""
+    metadata.create_all(database.engine, checkfirst=True)
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """When a deviation is worth an alert."""
+
+    behind_by: Decimal = Decimal("0.20")  # a target is behind when pace < 1 − behind_by
+    min_elapsed_share: Decimal = Decimal("0.10")  # no pace alerts in the first tenth of a period: too noisy
+    pace_metrics: tuple[str, ...] = v.ADDITIVE_METRICS
+    coverage_below: Decimal = Decimal("1")  # weighted open pipeline ÷ gap
+    stalled_after_days: int = 14
+    overdue_grace_days: int = 0  # overdue when due before at.date() − grace
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+
+
+@dataclass(frozen=True)
+class AlertCandidate:
+    """A deviation true at the evaluated cut."""
+
+    id: UUID
+    kind: str
+    subject_type: str
+    subject_id: UUID
+    period: str
+    unit_id: UUID | None
+    owner_ids: tuple[UUID, ...]
+    message: str
+    details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: UUID
+    kind: str
+    subject_type: str
+    subject_id: UUID
+    period: str
+    unit_id: UUID | None
+    owner_id: UUID | None  # the owner when there is exactly one
+    owner_ids: tuple[UUID, ...]
+    message: str
+    details: dict[str, str]
+    occurrence: int  # 1, then +1 each time it is raised again after being resolved
+    raised_at: datetime
+    raised_position: int
+    evaluated_at: datetime  # the last evaluation that found it true
+    evaluated_position: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_position: int | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True)
+class AlertRun:
+    at: datetime
+    position: int
+    raised: int
+    resolved: int
+    open: int
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A configured endpoint (its secret is never read back)."""
+
+    id: UUID
+    url: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: UUID
+    alert_id: UUID
+    webhook_id: UUID
+    event: str
+    occurrence: int
+    body: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryRun:
+    delivered: list[UUID]
+    failed: list[UUID]
+
+
+def alert_id(kind: str, subject_type: str, subject_id: UUID, period: str) -> UUID:
+    """The alert's id: the same deviation of the same subject in the same period is one alert."""
+    return uuid5(_NAMESPACE, f"{kind}/{subject_type}/{subject_id}/{period}")
+
+
+# --- evaluation (a query) ------------------------------------------------------------------------
+
+
+def evaluate_alerts(conn: Connection, *, at: datetime, position: int, config: AlertConfig = AlertConfig()
+                    ) -> list[AlertCandidate]:
+    """Every deviation true at ``at`` as known at log ``position`` (reads progress and pipeline)."""
+    cut = Cut(position, at)
+    check_at(cut, at)
+    candidates = _target_alerts(conn, cut, at, config)
+    org = Org(conn, cut, at)
+    for deal in stalled_deals(conn, cut=cut, at=at, after_days=config.stalled_after_days):
+        candidates.append(_stalled_alert(deal, org.unit_of(deal.owner_id, at)))
+    overdue_before = at.date() - timedelta(days=config.overdue_grace_days)
+    for task in tasks(conn, cut=cut, at=at, status="open"):
+        if task.due < overdue_before:
+            candidates.append(_overdue_alert(task, org.unit_of(task.assignee_id, at), at))
+    return sorted(candidates, key=lambda c: (KINDS.index(c.kind), c.period, str(c.subject_id)))
+
+
+def _target_alerts(conn: Connection, cut: Cut, at: datetime, config: AlertConfig) -> list[AlertCandidate]:
+    t = PROGRESS
+    published = set(conn.execute(sa.select(t.plans.c.plan_id).where(
+        cut.where(t.plans), t.plans.c.status == "published")).scalars())
+    if not published:
+        return []
+    rows = [r for r in progress(conn, cut=cut, now=at, config=config.progress).rows
+            if r.plan_id in published and v.Period.parse(r.period).start_at <= at < v.Period.parse(r.period).end_at]
+    if not rows:
+        return []
+    org = Organisation(conn, cut, t)
+    units = dict(conn.execute(sa.select(t.units.c.unit_id, t.units.c.name).where(cut.where(t.units))).tuples().all())
+    managers: dict[UUID, list[UUID]] = defaultdict(list)
+    members: dict[UUID, str] = {}
+    for m in conn.execute(sa.select(t.members).where(cut.where(t.members))):
+        members[m.member_id] = m.name
+        if m.role == "manager" and m.active:
+            managers[m.unit_id].append(m.member_id)
+    result = []
+    for row in rows:
+        if row.member_id is not None:
+            owners: tuple[UUID, ...] = (row.member_id,)
+            unit = org.unit_of(row.member_id, at)
+            whose = members.get(row.member_id, str(row.member_id))
+        else:
+            owners = tuple(sorted(managers.get(row.unit_id, []), key=str)) if row.unit_id else ()
+            unit = row.unit_id
+            whose = units.get(row.unit_id, str(row.unit_id)) if row.unit_id else "?"
+        narrowed = ", ".join(x for x in (row.product_line, row.region, row.segment) if x)
+        scope = f"{whose} ({narrowed})" if narrowed else whose
+        share = v.Period.parse(row.period).elapsed_share(at)
+        behind = Decimal(1) - config.behind_by
+        if (row.metric in config.pace_metrics and share >= config.min_elapsed_share and row.pace is not None
+                and row.pace < behind):
+            result.append(_target_alert("target_behind", row, unit, owners, (
+                f"{row.metric} {row.period} for {scope} is behind pace: {row.actual} against {row.expected_to_date}"
+                f" expected to date (pace {row.pace}, alert below {behind})"), {"threshold": str(behind)}))
+        if row.coverage is not None and row.coverage < config.coverage_below:
+            result.append(_target_alert("coverage_low", row, unit, owners, (
+                f"{row.metric} {row.period} for {scope}: the weighted open pipeline {row.weighted_pipeline} covers"
+                f" {row.coverage} of the gap {row.gap} (alert below {config.coverage_below})"),
+                {"threshold": str(config.coverage_below)}))
+    return result
+
+
+def _target_alert(kind: str, row: ProgressRow, unit: UUID | None, owners: tuple[UUID, ...], message: str,
+                  extra: dict[str, str]) -> AlertCandidate:
+    figures = {
+        "metric": row.metric, "committed": row.committed, "actual": row.actual, "expected_to_date":
+        row.expected_to_date, "pace": row.pace, "gap": row.gap, "weighted_pipeline": row.weighted_pipeline,
+        "coverage": row.coverage, "currency": row.currency,
+    }
+    details = {k: str(x) for k, x in figures.items() if x is not None} | extra
+    return AlertCandidate(alert_id(kind, "target", row.target_id, row.period), kind, "target", row.target_id,
+                          row.period, unit, owners, message, details)
+
+
+def _stalled_alert(deal: StalledDeal, unit: UUID | None) -> AlertCandidate:
+    period = deal.stage_entered_at.isoformat()
+    return AlertCandidate(
+        alert_id("deal_stalled", "deal", deal.deal_id, period), "deal_stalled", "deal", deal.deal_id, period, unit,
+        (deal.owner_id,), f"deal {deal.name} has been in {deal.stage} for {deal.days_in_stage} days",
+        {"stage": deal.stage, "days_in_stage": str(deal.days_in_stage), "amount": str(deal.amount),
+         "currency": deal.currency},
+    )
+
+
+def _overdue_alert(task: TaskView, unit: UUID | None, at: datetime) -> AlertCandidate:
+    period = task.due.isoformat()
+    late = (at.date() - task.due).days
+    return AlertCandidate(
+        alert_id("task_overdue", "task", task.task_id, period), "task_overdue", "task", task.task_id, period, unit,
+        (task.assignee_id,), f"task {task.title} was due on {period}: {late} days overdue",
+        {"due": period, "days_overdue": str(late), "progress": str(task.progress)},
+    )
+
+
+# --- raising, listing, acknowledging (commands over the alert tables) -------------------------------
+
+
+@contextmanager
+def _write(database: Database, lock: str) -> Iterator[Connection]:
+    """A short write transaction; on PostgreSQL one writer per ``lock`` at a time."""
+    with database.engine.connect() as conn:
+        conn = conn.execution_options(**IMMEDIATE)
+        with conn.begin():
+            if database.is_postgres:
+                key = zlib.crc32(f"salesplan.{lock}".encode()) - 2**31
+                conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": key})
+            yield conn
+
+
+def read_position(conn: Connection, names: Sequence[str] = READS) -> int:
+    """The lowest position the named projections have reached: what an evaluation can see."""
+    positions = conn.execute(sa.select(tracking_table.c.position).where(tracking_table.c.name.in_(names))).scalars()
+    found = list(positions)
+    return min(found) if len(found) == len(names) else 0
+
+
+def raise_alerts(database: Database, *, at: datetime, config: AlertConfig = AlertConfig()) -> list[Alert]:
+    """Evaluate at ``at``; store new alerts, refresh open ones, resolve the rest; queue their webhooks.
+
+    Returns the alerts open after the run. Runs move forward in time: ``at`` may not precede
+    the previous run's (re-running the same ``at`` is fine and changes nothing new).
+    """
+    # Evaluate in a read transaction: on SQLite the write transaction holds the database's one
+    # write lock, and the evaluation is a deterministic function of (at, position) anyway.
+    with database.engine.connect() as conn:
+        position = read_position(conn)
+        candidates = {c.id: c for c in evaluate_alerts(conn, at=at, position=position, config=config)}
+    with _write(database, "alerts") as conn:
+        last = conn.execute(sa.select(sa.func.max(alert_runs_table.c.at))).scalar()
+        if last is not None and at < last:
+            raise RuleViolation("alerts.at_before_last_run",
+                                f"alerts were last evaluated at {last.isoformat()}: runs move forward in time", "at")
+        a = alerts_table.c
+        stored = {r.id: r for r in conn.execute(sa.select(alerts_table).where(
+            sa.or_(a.id.in_(list(candidates)), a.resolved_at.is_(None))))}
+        owners = _owners(conn, list(stored))
+        webhooks = list(conn.execute(sa.select(webhooks_table.c.id).where(webhooks_table.c.active.is_(True))).scalars())
+        raised = resolved = 0
+        for c in candidates.values():
+            values = {"unit_id": c.unit_id, "owner_id": c.owner_ids[0] if len(c.owner_ids) == 1 else None,
+                      "message": c.message, "details": c.details, "evaluated_at": at, "evaluated_position": position}
+            row = stored.get(c.id)
+            if row is None:
+                occurrence = 1
+                conn.execute(alerts_table.insert().values(
+                    id=c.id, kind=c.kind, subject_type=c.subject_type, subject_id=c.subject_id, period=c.period,
+                    occurrence=occurrence, raised_at=at, raised_position=position, **values))
+            elif row.resolved_at is not None:
+                occurrence = row.occurrence + 1  # true again: a new occurrence, to be seen and acknowledged anew
+                conn.execute(alerts_table.update().where(a.id == c.id).values(
+                    occurrence=occurrence, raised_at=at, raised_position=position, resolved_at=None,
+                    resolved_position=None, acknowledged_at=None, acknowledged_by=None, **values))
+            else:
+                conn.execute(alerts_table.update().where(a.id == c.id).values(**values))
+                occurrence = 0
+            if set(owners.get(c.id, ())) != set(c.owner_ids):
+                conn.execute(alert_owners_table.delete().where(alert_owners_table.c.alert_id == c.id))
+                if c.owner_ids:
+                    conn.execute(alert_owners_table.insert(), [{"alert_id": c.id, "member_id": m} for m in c.owner_ids])
+            if occurrence:
+                raised += 1
+                _enqueue(conn, _load(conn, c.id), "alert.raised", webhooks, at)
+        for row in stored.values():
+            if row.resolved_at is None and row.id not in candidates:
+                conn.execute(alerts_table.update().where(a.id == row.id).values(resolved_at=at, resolved_position=position))
+                resolved += 1
+                _enqueue(conn, _load(conn, row.id), "alert.resolved", webhooks, at)
+        conn.execute(alert_runs_table.insert().values(at=at, position=position, raised=raised, resolved=resolved,
+                                                      open=len(candidates)))
+        return _alerts(conn, sa.select(alerts_table).where(a.resolved_at.is_(None)))
+
+
+def last_run(conn: Connection) -> AlertRun | None:
+    """The latest evaluation: when, at which position, how many alerts it raised, resolved and left open."""
+    r = alert_runs_table.c
+    row = conn.execute(sa.select(alert_runs_table).order_by(r.id.desc()).limit(1)).first()
+    return None if row is None else AlertRun(row.at, row.position, row.raised, row.resolved, row.open)
+
+
+def list_alerts(
+    conn: Connection, *, owner_id: UUID | None = None, unit_id: UUID | None = None, kind: str | None = None,
+    subject_id: UUID | None = None, open_only: bool = True, open_at: datetime | None = None, limit: int = 100,
+) -> list[Alert]:
+    """Alerts, newest first: open ones (default), all, or those open at ``open_at`` as the runs recorded it.
+
+    ``owner_id``: alerts that member owns; ``unit_id``: alerts of that unit and the units below it.
+    """
+    if limit < 1:
+        raise ValidationError("query.limit", "limit must be at least 1", "limit")
+    if kind is not None and kind not in KINDS:
+        raise ValidationError("alert.kind", f"kind must be one of {', '.join(KINDS)}", "kind", allowed=list(KINDS))
+    a = alerts_table.c
+    query = sa.select(alerts_table)
+    if owner_id is not None:
+        query = query.where(a.id.in_(sa.select(alert_owners_table.c.alert_id)
+                                     .where(alert_owners_table.c.member_id == owner_id)))
+    if unit_id is not None:
+        query = query.where(a.unit_id.in_(_subtree_now(conn, unit_id)))
+    if kind is not None:
+        query = query.where(a.kind == kind)
+    if subject_id is not None:
+        query = query.where(a.subject_id == subject_id)
+    if open_at is not None:
+        query = query.where(a.raised_at <= open_at, sa.or_(a.resolved_at.is_(None), a.resolved_at > open_at))
+    elif open_only:
+        query = query.where(a.resolved_at.is_(None))
+    return _alerts(conn, query.order_by(a.raised_at.desc(), a.id).limit(limit))
+
+
+def get_alert(conn: Connection, alert_id: UUID) -> Alert:
+    alert = _load(conn, alert_id)
+    if alert is None:
+        raise NotFound("alert", alert_id, "alert_id")
+    return alert
+
+
+def acknowledge(database: Database, alert_id: UUID, member_id: UUID | None, *, at: datetime, admin: bool = False
+                ) -> Alert:
+    """The owner (or an admin) says they have seen the alert; acknowledging twice keeps the first."""
+    with _write(database, "alerts") as conn:
+        alert = get_alert(conn, alert_id)
+        if not admin and (member_id is None or member_id not in alert.owner_ids):
+            raise RuleViolation("alert.not_owner", "only the alert's owner or an admin may acknowledge it", "alert_id")
+        if alert.acknowledged_at is not None:
+            return alert
+        conn.execute(alerts_table.update().where(alerts_table.c.id == alert_id).values(
+            acknowledged_at=at, acknowledged_by=str(member_id) if member_id is not None else "admin"))
+        return get_alert(conn, alert_id)
+
+
+def _subtree_now(conn: Connection, unit_id: UUID) -> set[UUID]:
+    u = PROGRESS.units.c
+    children: dict[UUID, list[UUID]] = defaultdict(list)
+    for row in conn.execute(sa.select(u.unit_id, u.parent_id).where(u.next_position.is_(None))):
+        if row.parent_id is not None:
+            children[row.parent_id].append(row.unit_id)
+    found, stack = {unit_id}, [unit_id]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _owners(conn: Connection, ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+    result: dict[UUID, list[UUID]] = defaultdict(list)
+    o = alert_owners_table.c
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(sa.select(o.alert_id, o.member_id).where(o.alert_id.in_(ids[i : i + 500]))):
+            result[row.alert_id].append(row.member_id)
+    return result
+
+
+def _alerts(conn: Connection, query: sa.Select[Any]) -> list[Alert]:
+    rows = list(conn.execute(query))
+    owners = _owners(conn, [r.id for r in rows])
+    return [_alert(r, owners.get(r.id, [])) for r in rows]
+
+
+def _load(conn: Connection, alert_id: UUID) -> Alert | None:
+    found = _alerts(conn, sa.select(alerts_table).where(alerts_table.c.id == alert_id))
+    return found[0] if found else None
+
+
+def _alert(r: Any, owners: Iterable[UUID]) -> Alert:
+    return Alert(
+        id=r.id, kind=r.kind, subject_type=r.subject_type, subject_id=r.subject_id, period=r.period, unit_id=r.unit_id,
+        owner_id=r.owner_id, owner_ids=tuple(sorted(owners, key=str)), message=r.message, details=dict(r.details),
+        occurrence=r.occurrence, raised_at=r.raised_at, raised_position=r.raised_position, evaluated_at=r.evaluated_at,
+        evaluated_position=r.evaluated_position, acknowledged_at=r.acknowledged_at, acknowledged_by=r.acknowledged_by,
+        resolved_at=r.resolved_at, resolved_position=r.resolved_position,
+    )
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """The alert as a JSON-ready dict (webhook bodies, API responses)."""
+    def text(x: Any) -> Any:
+        return None if x is None else x.isoformat() if isinstance(x, datetime) else str(x)
+
+    return {
+        "id": str(alert.id), "kind": alert.kind, "subject_type": alert.subject_type,
+        "subject_id": str(alert.subject_id), "period": alert.period, "unit_id": text(alert.unit_id),
+        "owner_id": text(alert.owner_id), "owner_ids": [str(m) for m in alert.owner_ids], "message": alert.message,
+        "details": alert.details, "occurrence": alert.occurrence, "raised_at": text(alert.raised_at),
+        "raised_position": alert.raised_position, "evaluated_at": text(alert.evaluated_at),
+        "evaluated_position": alert.evaluated_position, "acknowledged_at": text(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by, "resolved_at": text(alert.resolved_at),
+        "resolved_position": alert.resolved_position,
+    }
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+
+def add_webhook(database: Database, *, url: str, secret: str, active: bool = True, id: UUID | None = None) -> Webhook:
+    """Register an endpoint that receives every alert raised or resolved from now on."""
+    parts = urlsplit(v.text(url, "url", max_length=2000))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("webhook.url", "url must be an absolute http(s) URL", "url")
+    if len(v.text(secret, "secret")) < 16:
+        raise ValidationError("webhook.secret_short", "secret must be at least 16 characters", "secret")
+    webhook = Webhook(id or uuid4(), parts.geturl(), active)
+    with _write(database, "alerts") as conn:
+        conn.execute(webhooks_table.insert().values(id=webhook.id, url=webhook.url, secret=secret, active=active))
+    return webhook
+
+
+def set_webhook_active(database: Database, webhook_id: UUID, active: bool) -> Webhook:
+    """Pause or resume an endpoint; its queued deliveries wait, they are not dropped."""
+    with _write(database, "alerts") as conn:
+        done = conn.execute(webhooks_table.update().where(webhooks_table.c.id == webhook_id).values(active=active))
+        if done.rowcount != 1:
+            raise NotFound("webhook", webhook_id, "webhook_id")
+        row = conn.execute(sa.select(webhooks_table).where(webhooks_table.c.id == webhook_id)).one()
+    return Webhook(row.id, row.url, row.active)
+
+
+def list_webhooks(conn: Connection) -> list[Webhook]:
+    w = webhooks_table.c
+    return [Webhook(r.id, r.url, r.active) for r in conn.execute(sa.select(w.id, w.url, w.active).order_by(w.url, w.id))]
+
+
+def list_deliveries(conn: Connection, *, pending_only: bool = False, alert_id: UUID | None = None,
+                    limit: int = 100) -> list[Delivery]:
+    """The outbox, oldest first: what was sent, what waits for its next attempt and why it failed."""
+    d = deliveries_table.c
+    query = sa.select(deliveries_table)
+    if pending_only:
+        query = query.where(d.delivered_at.is_(None))
+    if alert_id is not None:
+        query = query.where(d.alert_id == alert_id)
+    return [Delivery(**r._mapping) for r in conn.execute(query.order_by(d.created_at, d.id).limit(limit))]
+
+
+def _enqueue(conn: Connection, alert: Alert | None, event: str, webhooks: Sequence[UUID], at: datetime) -> None:
+    assert alert is not None
+    rows = []
+    for webhook_id in webhooks:
+        delivery_id = uuid5(_NAMESPACE, f"{alert.id}/{alert.occurrence}/{event}/{webhook_id}")
+        body = json.dumps({"delivery_id": str(delivery_id), "event": event, "alert": alert_json(alert)},
+                          sort_keys=True, separators=(",", ":"))
+        rows.append({"id": delivery_id, "alert_id": alert.id, "webhook_id": webhook_id, "event": event,
+                     "occurrence": alert.occurrence, "body": body, "created_at": at, "attempts": 0,
+                     "next_attempt_at": at, "delivered_at": None, "last_error": None})
+    if rows:
+        conn.execute(deliveries_table.insert(), rows)
+
+
+Send = Callable[[str, bytes, Mapping[str, str]], int]
+"""Posts ``body`` to ``url`` with ``headers`` and returns the HTTP status; raises when it cannot connect."""
+
+
+def http_send(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    """The real sender: one POST, a short timeout, no redirects followed."""
+    return httpx.post(url, content=body, headers=dict(headers), timeout=10.0).status_code
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``Salesplan-Signature`` header value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def backoff(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
+    """The wait after the ``attempts``-th failure: base, 2×base, 4×base … never more than ``cap``."""
+    doublings: int = min(max(attempts - 1, 0), 30)  # bounded: timedelta overflows long before 2**64
+    delay: timedelta = base * (2**doublings)
+    return min(delay, cap)
+
+
+def deliver_pending(
+    database: Database, *, now: datetime, send: Send = http_send, limit: int = 50,
+    base_delay: timedelta = timedelta(seconds=30), max_delay: timedelta = timedelta(hours=1),
+    lease: timedelta = timedelta(minutes=5),
+) -> DeliveryRun:
+    """Send the deliveries due at ``now`` to active endpoints; reschedule failures, never drop one.
+
+    Claimed rows are pushed ``lease`` into the future first, so a second worker skips them
+    while they are in flight (and retries them if this one dies): delivery is at least once.
+    No transaction is held open while a request is in flight.
+    """
+    d, w = deliveries_table.c, webhooks_table.c
+    with _write(database, "alert_deliveries") as conn:
+        query = (sa.select(d.id, d.body, d.event, d.attempts, w.url, w.secret)
+                 .join(webhooks_table, w.id == d.webhook_id)
+                 .where(d.delivered_at.is_(None), d.next_attempt_at <= now, w.active.is_(True))
+                 .order_by(d.next_attempt_at, d.id).limit(limit))
+        if database.is_postgres:
+            query = query.with_for_update(of=deliveries_table, skip_locked=True)
+        claimed = list(conn.execute(query))
+        if claimed:
+            conn.execute(deliveries_table.update().where(d.id.in_([r.id for r in claimed]))
+                         .values(next_attempt_at=now + lease))
+    result = DeliveryRun([], [])
+    for row in claimed:
+        body = row.body.encode()
+        headers = {"Content-Type": "application/json", "Salesplan-Signature": signature(row.secret, body),
+                   "Salesplan-Delivery": str(row.id), "Salesplan-Event": row.event}
+        error: str | None
+        try:
+            status = send(row.url, body, headers)
+            error = None if 200 <= status < 300 else f"HTTP {status}"
+        except Exception as e:  # any failure to deliver is retried later, never raised into the worker
+            error = f"{type(e).__name__}: {e}"[:2000]
+        attempts = row.attempts + 1
+        with _write(database, "alert_deliveries") as conn:
+            if error is None:
+                conn.execute(deliveries_table.update().where(d.id == row.id).values(
+                    attempts=attempts, delivered_at=now, last_error=None))
+                result.delivered.append(row.id)
+            else:
+                conn.execute(deliveries_table.update().where(d.id == row.id).values(
+                    attempts=attempts, next_attempt_at=now + backoff(attempts, base_delay, max_delay), last_error=error))
+                result.failed.append(row.id)
+    return result
