@@ -125,7 +125,7 @@ def raw_insert_rate(dsn: str, clients: int, locked: bool, seconds: float) -> flo
              for _ in range(clients)]
     for p in procs:
         p.start()
-    total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    total: int = sum(queue.get(timeout=seconds + 60) for _ in procs)
     for p in procs:
         p.join()
     return total / seconds

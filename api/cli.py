@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -30,6 +31,9 @@ def _open(settings: Settings) -> Any:
     app = SalesPlanning(open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms))
     engine = ProjectionEngine(app, all_projections(), batch_size=settings.projection_batch_size)
     engine.setup()
+    from projections import alerts
+
+    alerts.setup(app.database)
     return app, engine
 
 
@@ -59,8 +63,30 @@ def project() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"projecting {', '.join(engine.projections)} from {settings.database_url}; Ctrl-C stops")
+    watcher = threading.Thread(target=_alert_loop, args=(_app, stop, settings), daemon=True)
+    watcher.start()
     engine.run_forever(stop, settings.projection_poll_seconds,
                        on_error=lambda e: console.print(f"[red]{e}[/red]"))
+    watcher.join(timeout=10)
+
+
+def _alert_loop(app: Any, stop: threading.Event, settings: Settings) -> None:
+    """Alerts depend on the passage of time: evaluate them now and then, deliver webhooks often."""
+    from datetime import UTC, datetime
+
+    from projections import alerts
+
+    log = logging.getLogger("salesplan.alerts")
+    next_evaluation = 0.0
+    while not stop.wait(settings.alert_delivery_seconds):
+        try:
+            if time.monotonic() >= next_evaluation:
+                raised = alerts.raise_alerts(app.database, at=datetime.now(UTC))
+                log.info("alerts evaluated: %d open", len(raised))
+                next_evaluation = time.monotonic() + settings.alert_evaluation_seconds
+            alerts.deliver_pending(app.database, now=datetime.now(UTC))
+        except Exception:  # a failed round is retried next round; deliveries stay queued
+            log.exception("alert round failed; retrying")
 
 
 @cli.command()
@@ -156,6 +182,34 @@ def token_list() -> None:
         table.add_row(*(str(getattr(t, k) or "") for k in ("id", "role", "member_id", "label", "created_at",
                                                            "revoked_at")))
     console.print(table)
+
+
+alerts_cli = typer.Typer(help="Deviation alerts and their webhook deliveries.", no_args_is_help=True)
+cli.add_typer(alerts_cli, name="alerts")
+
+
+@alerts_cli.command("evaluate")
+def alerts_evaluate() -> None:
+    """Evaluate deviation alerts now (the projection worker also does this periodically)."""
+    from datetime import UTC, datetime
+
+    from projections import alerts
+
+    app, engine = _open(Settings())
+    engine.catch_up()
+    for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC)):
+        console.print(f"{alert.kind:18} {alert.message}")
+
+
+@alerts_cli.command("deliver")
+def alerts_deliver() -> None:
+    """Deliver queued webhook notifications now (retries keep their backoff)."""
+    from datetime import UTC, datetime
+
+    from projections import alerts
+
+    app, _engine = _open(Settings())
+    console.print(alerts.deliver_pending(app.database, now=datetime.now(UTC)))
 
 
 @cli.command()

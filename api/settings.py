@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     projection_batch_size: int = 500
     projection_poll_seconds: float = 0.2
     read_wait_max_seconds: float = 10.0
+    # The projection worker evaluates deviation alerts this often, and delivers webhooks this often.
+    alert_evaluation_seconds: float = 300.0
+    alert_delivery_seconds: float = 5.0
     # Pace thresholds: attainment / expected-to-date.
     pace_ahead: Decimal = Decimal("1.10")
     pace_on_track: Decimal = Decimal("0.95")
