@@ -27,7 +27,7 @@ def _postgres_reachable() -> str | None:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
         return None
-    except Exception as e:  # noqa: BLE001 — any failure means "not reachable"
+    except Exception as e:
         return str(e).splitlines()[0]
     finally:
         engine.dispose()

@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api import schemas as s
+from api.deps import GuardDep, ServicesDep
+from api.errors import PROBLEM_RESPONSES
+
+router = APIRouter(tags=["operations"])
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {503: {"model": s.ReadyOut, "description": "Not ready"}}
+
+
+@router.get("/healthz")
+def healthz() -> s.HealthOut:
+    """The process is up (no database access)."""
+    return s.HealthOut(status="ok")
+
+
+@router.get("/readyz", response_model=s.ReadyOut, responses=_NOT_READY)
+def readyz(services: ServicesDep) -> Any:
+    """Ready when the database answers and no projection has stopped on a poison event; shows each lag."""
+    try:
+        with services.database.engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        statuses = [s.ProjectionStatusOut.model_validate(st, from_attributes=True) for st in services.engine.status()]
+    except (sa.exc.SQLAlchemyError, StoreOperationalError) as error:
+        body = s.ReadyOut(status="unavailable", database=str(error).splitlines()[0][:200], projections=[])
+        return JSONResponse(body.model_dump(mode="json"), status_code=503)
+    failed = any(st.status == "failed" for st in statuses)
+    body = s.ReadyOut(status="degraded" if failed else "ready", database="ok", projections=statuses)
+    return JSONResponse(body.model_dump(mode="json"), status_code=503 if failed else 200)
+
+
+@router.get(
+    "/metrics", response_class=PlainTextResponse, responses={
+        **PROBLEM_RESPONSES, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"},
+    },
+)
+def metrics(services: ServicesDep, guard: GuardDep) -> PlainTextResponse:
+    """Prometheus text format: requests, latencies, events appended, each projection's position and lag."""
+    guard.reporting()
+    text = services.metrics.render(services.engine.head(), services.engine.status())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,91 @@
+"""The pipeline and the action plan as projected: deals by stage, stage history, tasks and their load."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from api import schemas as s
+from api.deps import CutDep, GuardDep, ServicesDep, reading
+from api.errors import PROBLEM_RESPONSES
+from domain.errors import NotFound
+from projections.pipeline import deal_detail, pipeline_deals, stage_summary, task_summary, tasks
+
+router = APIRouter(tags=["pipeline"], responses=PROBLEM_RESPONSES)
+
+PIPELINE: Final = ("pipeline",)
+MAX_PAGE: Final = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+DayQuery = Annotated[s.Day | None, Query()]
+
+
+@router.get("/pipeline")
+def get_pipeline(
+    services: ServicesDep, guard: GuardDep, cut_query: CutDep, owner_id: UUID | None = None,
+    unit_id: UUID | None = None, stage: s.Stage | None = None, status: Literal["open", "won", "lost"] | None = None,
+    expected_close_from: DayQuery = None, expected_close_to: DayQuery = None, limit: Limit = 100,
+    after: Annotated[UUID | None, Query(description="`next_after` of the page before")] = None,
+) -> s.PipelineOut:
+    """Deals at a cut, by expected close date, each with its stage history (a rep: their own)."""
+    owner_id = guard.own_member(owner_id, "owner_id")
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        deals = pipeline_deals(conn, cut=cut, at=cut_query.at, owner_id=owner_id, unit_id=unit_id, stage=stage,
+                               status=status, expected_close_from=expected_close_from,
+                               expected_close_to=expected_close_to, limit=limit, after=after)
+    return s.PipelineOut(position=cut.position, at=cut_query.at,
+                         deals=[s.PipelineDealOut.model_validate(d, from_attributes=True) for d in deals],
+                         next_after=deals[-1].deal_id if len(deals) == limit else None)
+
+
+@router.get("/pipeline/summary")
+def get_pipeline_summary(services: ServicesDep, guard: GuardDep, cut_query: CutDep, unit_id: UUID | None = None
+                         ) -> s.StageSummaryOut:
+    """Per currency and stage: count, amount, weighted amount and average days in the stage."""
+    unit_id = guard.own_unit(unit_id)
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        rows = stage_summary(conn, cut=cut, at=cut_query.at, unit_id=unit_id,
+                             probabilities=services.settings.stage_probabilities)
+    return s.StageSummaryOut(position=cut.position, at=cut_query.at,
+                             rows=[s.StageSummaryRowOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.get("/pipeline/deals/{deal_id}")
+def get_pipeline_deal(deal_id: UUID, services: ServicesDep, guard: GuardDep, cut_query: CutDep) -> s.PipelineDealOut:
+    """One deal as it stood at a cut, with every stay in a stage and the reasons it moved."""
+    guard.deal(deal_id, write=False)
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        deal = deal_detail(conn, deal_id, cut=cut, at=cut_query.at)
+    if deal is None:
+        raise NotFound("deal", deal_id)
+    return s.PipelineDealOut.model_validate(deal, from_attributes=True)
+
+
+@router.get("/tasks")
+def list_tasks(
+    services: ServicesDep, guard: GuardDep, cut_query: CutDep, assignee_id: UUID | None = None,
+    unit_id: UUID | None = None, status: Literal["open", "done", "cancelled"] | None = None,
+    overdue_only: bool = False, limit: Limit = 200,
+) -> s.TasksOut:
+    """Tasks at a cut by due date, with what is overdue (a rep: their own)."""
+    assignee_id = guard.own_member(assignee_id, "assignee_id")
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        found = tasks(conn, cut=cut, at=cut_query.at, assignee_id=assignee_id, unit_id=unit_id, status=status,
+                      overdue_only=overdue_only)
+    return s.TasksOut(position=cut.position, at=cut_query.at, truncated=len(found) > limit,
+                      tasks=[s.TaskViewOut.model_validate(t, from_attributes=True) for t in found[:limit]])
+
+
+@router.get("/tasks/summary")
+def get_task_summary(services: ServicesDep, guard: GuardDep, cut_query: CutDep, unit_id: UUID | None = None
+                     ) -> s.TaskSummaryOut:
+    """Per member: open, overdue, done and cancelled tasks (a rep: their unit)."""
+    unit_id = guard.own_unit(unit_id)
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        rows = task_summary(conn, cut=cut, at=cut_query.at, unit_id=unit_id)
+    return s.TaskSummaryOut(position=cut.position, at=cut_query.at,
+                            members=[s.MemberTaskSummaryOut.model_validate(r, from_attributes=True) for r in rows])
+
+

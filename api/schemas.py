@@ -1,0 +1,820 @@
+"""Request and response models: the API's wire format, and the first line of input validation.
+
+Money and other decimals travel as strings ("1200.50"), times as RFC 3339 with an offset,
+days as ISO dates. Every request model forbids unknown fields (no mass assignment); every
+string is bounded and refuses NUL and lone surrogates (PostgreSQL cannot store them).
+Validation failures carry a stable ``type`` (e.g. ``money.negative``) that ``api.errors``
+turns into the problem's rule. Business rules stay in the domain: these models only make
+sure that what reaches it is well formed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Final, Literal, get_args
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from domain import values as v
+from domain.decomposition import METHODS
+from domain.plan import DECOMPOSE_BY
+
+# --- scalar types ------------------------------------------------------------------------
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    if "\x00" in value or _SURROGATE.search(value):
+        raise PydanticCustomError("text.invalid_character", "must not contain a NUL character or a lone surrogate")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(clean_text)]
+ShortText = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(clean_text)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(clean_text)]
+Reason = Annotated[str, Field(max_length=1000), AfterValidator(clean_text)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
+PeriodKey = Annotated[
+    str, Field(min_length=4, max_length=8, description="2026, 2026-Q2, 2026-03 or 2026-W14 (ISO week)"),
+    AfterValidator(clean_text),
+]
+
+_DECIMAL_RE: Final = re.compile(r"^\d{1,20}(\.\d{1,12})?$")
+
+
+def _decimal(value: Any) -> Decimal:
+    """A non-negative, finite decimal written as a string: the domain decides the places and ranges."""
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("decimal.type", 'must be a decimal string such as "1200.50", not a JSON number')
+    if len(value) > 40:
+        raise PydanticCustomError("decimal.too_long", "must be at most 40 characters")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise PydanticCustomError("decimal.not_a_number", 'must be a decimal string such as "1200.50"') from None
+    if not amount.is_finite():
+        raise PydanticCustomError("decimal.not_finite", "must be a finite number")
+    if amount < 0:
+        raise PydanticCustomError("decimal.negative", "must not be negative")
+    if not _DECIMAL_RE.match(value):
+        raise PydanticCustomError("decimal.format", 'must be plain digits with an optional fraction, such as "1200.50"')
+    return amount
+
+
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_decimal),
+    PlainSerializer(lambda d: str(d), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,20}(\.\d{1,12})?$", "examples": ["1200.50"]}),
+]
+"""A non-negative decimal as a string (money, counts, weights, shares)."""
+
+DecimalOut = Annotated[
+    Decimal,
+    PlainSerializer(lambda d: str(d), return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["1200.50"]}),
+]
+
+_RFC3339: Final = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _instant(value: Any) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("time.type", "must be an RFC 3339 string such as 2026-03-31T17:00:00+02:00")
+    if not _RFC3339.match(value):
+        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", value):
+            raise PydanticCustomError("time.naive", "must carry a timezone offset (Z or +02:00)")
+        raise PydanticCustomError("time.format", "must be RFC 3339 with an offset, such as 2026-03-31T17:00:00+02:00")
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        if not 1900 <= parsed.year <= 2999:
+            raise ValueError("year out of range")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PydanticCustomError("time.invalid", "is not a real time (check the day, month, hour and offset)") from None
+
+
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-03-31T17:00:00+02:00"]}),
+]
+"""A time as RFC 3339 with an offset; naive times are refused."""
+
+
+def _day(value: Any) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        raise PydanticCustomError("date.format", "must be an ISO date such as 2026-03-31")
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("date.invalid", "is not a real date") from None
+    if not 1900 <= day.year <= 2999:
+        raise PydanticCustomError("date.range", "year must be between 1900 and 2999")
+    return day
+
+
+Day = Annotated[date, BeforeValidator(_day), WithJsonSchema({"type": "string", "format": "date", "examples": ["2026-06-30"]})]
+
+Stage = Literal["lead", "qualified", "needs_analysis", "proposal", "negotiation", "won", "lost"]
+OpenStage = Literal["lead", "qualified", "needs_analysis", "proposal", "negotiation"]
+Metric = Literal["revenue", "deals_won", "new_deals", "activities", "win_rate", "average_order_value"]
+ActivityKind = Literal["call", "visit", "meeting", "demo", "email"]
+MemberRole = Literal["rep", "manager"]
+DecomposeBy = Literal["period", "unit", "member", "product_line", "region", "segment"]
+DecomposeMethod = Literal["equal", "weights", "history", "values"]
+
+# The wire enums are the domain's lists, spelled out for the type checker: keep them equal.
+assert get_args(Stage) == v.STAGES
+assert get_args(OpenStage) == v.OPEN_STAGES
+assert get_args(Metric) == v.METRICS
+assert get_args(ActivityKind) == v.ACTIVITY_KINDS
+assert get_args(MemberRole) == v.MEMBER_ROLES
+assert get_args(DecomposeBy) == DECOMPOSE_BY
+assert get_args(DecomposeMethod) == METHODS
+
+MAX_PARTS: Final = 200
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    """Every command: unknown fields refused; ``effective_at`` back-dates it (business time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    effective_at: Instant | None = Field(
+        default=None, description="When it happened in the business (default: now); never in the future."
+    )
+
+
+class CreateBody(Body):
+    id: UUID | None = Field(default=None, description="Client-chosen id (default: a new UUID).")
+
+
+class AddUnit(CreateBody):
+    name: Name
+    parent_id: UUID | None = None
+
+
+class RenameBody(Body):
+    name: Name
+
+
+class MoveUnit(Body):
+    parent_id: UUID | None
+    reason: Reason
+
+
+class ReasonBody(Body):
+    reason: Reason
+
+
+class OptionalReasonBody(Body):
+    reason: Reason | None = None
+
+
+class AddMember(CreateBody):
+    name: Name
+    role: MemberRole
+    unit_id: UUID
+    email: Email = ""
+
+
+class MoveMember(Body):
+    unit_id: UUID
+    reason: Reason | None = None
+
+
+class AddProduct(CreateBody):
+    name: Name
+    product_line: Name
+    list_price: DecimalString
+    currency: Currency
+
+
+class ChangeListPrice(Body):
+    list_price: DecimalString
+
+
+class AddAccount(CreateBody):
+    name: Name
+    segment: Name
+    region: Name
+
+
+class ReclassifyAccount(Body):
+    segment: Name
+    region: Name
+
+
+class DraftPlan(CreateBody):
+    name: Name
+    span: PeriodKey = Field(description="A fiscal year (2026) or a quarter (2026-Q2)")
+    currency: Currency
+    unit_id: UUID
+
+
+class ScopeIn(BaseModel):
+    """Whose target: exactly one of unit_id or member_id, optionally narrowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: UUID | None = None
+    member_id: UUID | None = None
+    product_line: ShortText | None = None
+    region: ShortText | None = None
+    segment: ShortText | None = None
+
+
+class SetTarget(Body):
+    metric: Metric
+    period: PeriodKey
+    scope: ScopeIn
+    committed: DecimalString
+    stretch: DecimalString | None = None
+    currency: Currency | None = None
+    reason: Reason | None = None
+    target_id: UUID | None = None
+
+
+class DecomposeTarget(Body):
+    parent_id: UUID
+    by: DecomposeBy
+    parts: list[ShortText] = Field(min_length=1, max_length=MAX_PARTS)
+    method: DecomposeMethod = "equal"
+    weights: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
+    history: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
+    values: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
+    residue_to: int = Field(default=0, ge=0, lt=MAX_PARTS)
+    reason: Reason | None = None
+
+
+class ReviseTarget(Body):
+    target_id: UUID
+    committed: DecimalString | None = None
+    stretch: DecimalString | None = None
+    clear_stretch: bool = False
+    reason: Reason | None = None
+
+
+class RemoveTarget(Body):
+    target_id: UUID
+    reason: Reason | None = None
+
+
+class PublishPlan(Body):
+    note: Reason = ""
+
+
+class ClosePlan(Body):
+    reason: Reason = ""
+
+
+class CreateTask(CreateBody):
+    title: Name
+    assignee_id: UUID
+    due: Day
+    plan_id: UUID | None = None
+    target_id: UUID | None = None
+
+
+class ReassignTask(Body):
+    assignee_id: UUID
+    reason: Reason
+
+
+class RescheduleTask(Body):
+    due: Day
+    reason: Reason
+
+
+class ReportTaskProgress(Body):
+    progress: int = Field(ge=0, le=100)
+    note: Reason = ""
+
+
+class CompleteTask(Body):
+    outcome: Reason = ""
+
+
+class OpenDeal(CreateBody):
+    name: Name
+    account_id: UUID | None = None
+    owner_id: UUID
+    product_id: UUID
+    amount: DecimalString
+    currency: Currency
+    expected_close: Day
+    stage: OpenStage = "lead"
+
+
+class ChangeDealStage(Body):
+    stage: Stage
+    reason: Reason | None = None
+
+
+class ChangeDealAmount(Body):
+    amount: DecimalString
+    reason: Reason | None = None
+
+
+class ChangeDealExpectedClose(Body):
+    expected_close: Day
+    reason: Reason | None = None
+
+
+class ReassignDeal(Body):
+    owner_id: UUID
+    reason: Reason
+
+
+class WinDeal(Body):
+    amount: DecimalString | None = Field(default=None, description="The amount as won (default: the deal's amount)")
+
+
+class ReopenDeal(Body):
+    reason: Reason
+    stage: OpenStage = "negotiation"
+
+
+class LogActivity(CreateBody):
+    kind: ActivityKind
+    member_id: UUID
+    deal_id: UUID | None = None
+    note: Reason = ""
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class CommandOut(Out):
+    """What a command answers: the entity, its new version and the log position of its events."""
+
+    id: UUID
+    version: int
+    position: int = Field(description="Log position of the command's last event: pass it as wait_for_position")
+    # Details only some commands have: left out of the answer when they do not apply.
+    target_id: UUID | None = Field(default=None, exclude_if=_absent, description="set_target: the new target")
+    child_ids: list[UUID] | None = Field(default=None, exclude_if=_absent,
+                                         description="decompose: the children, in the order of parts")
+    plan_version: int | None = Field(default=None, exclude_if=_absent, description="publish: the version frozen")
+
+
+class EntityOut(Out):
+    id: UUID
+    version: int
+    last_effective_at: datetime
+
+
+class UnitOut(EntityOut):
+    name: str
+    parent_id: UUID | None
+    active: bool
+
+
+class MemberOut(EntityOut):
+    name: str
+    role: str
+    unit_id: UUID
+    email: str
+    active: bool
+
+
+class ProductOut(EntityOut):
+    name: str
+    product_line: str
+    list_price: DecimalOut
+    currency: str
+
+
+class AccountOut(EntityOut):
+    name: str
+    segment: str
+    region: str
+
+
+class ScopeOut(Out):
+    unit_id: UUID | None
+    member_id: UUID | None
+    product_line: str | None
+    region: str | None
+    segment: str | None
+
+
+class TargetOut(Out):
+    target_id: UUID
+    metric: str
+    period: str
+    scope: ScopeOut
+    committed: DecimalOut
+    stretch: DecimalOut | None
+    parent_id: UUID | None
+
+
+class PlanOut(EntityOut):
+    name: str
+    span: str
+    currency: str
+    unit_id: UUID
+    status: str
+    published_version: int
+    unpublished_changes: bool
+    targets: list[TargetOut]
+
+
+class TaskOut(EntityOut):
+    title: str
+    assignee_id: UUID
+    due: date
+    plan_id: UUID | None
+    target_id: UUID | None
+    status: str
+    progress: int
+    outcome: str
+
+
+class DealOut(EntityOut):
+    name: str
+    account_id: UUID | None
+    owner_id: UUID
+    product_id: UUID
+    product_line: str
+    region: str
+    segment: str
+    amount: DecimalOut
+    currency: str
+    expected_close: date
+    stage: str
+    allowed_next_stages: list[str]
+
+
+class ActivityOut(EntityOut):
+    kind: str
+    member_id: UUID
+    deal_id: UUID | None
+    note: str
+
+
+class MeOut(Out):
+    role: str
+    member_id: UUID | None
+    token_id: str | None
+    label: str
+
+
+class ProgressRowOut(Out):
+    target_id: UUID
+    plan_id: UUID
+    parent_id: UUID | None
+    metric: str
+    period: str
+    unit_id: UUID | None
+    member_id: UUID | None
+    product_line: str | None
+    region: str | None
+    segment: str | None
+    currency: str
+    committed: DecimalOut
+    stretch: DecimalOut | None
+    actual: DecimalOut
+    attainment: DecimalOut | None
+    stretch_attainment: DecimalOut | None
+    expected_to_date: DecimalOut
+    pace: DecimalOut | None
+    pace_status: str
+    gap: DecimalOut
+    weighted_pipeline: DecimalOut | None
+    forecast: DecimalOut | None
+    coverage: DecimalOut | None
+
+
+class ProgressOut(Out):
+    position: int = Field(description="The log position this answer was computed from")
+    as_of: datetime = Field(description="The time pace was measured at")
+    effective_cut: datetime | None = Field(description="Only events effective up to this time count (None: all)")
+    rows: list[ProgressRowOut]
+
+
+class ProjectionStatusOut(Out):
+    name: str
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    status: str
+    generation: int
+    fold_version: int
+    code_fold_version: int
+    error: str | None
+    error_position: int | None
+
+
+class ProjectionsOut(Out):
+    head: int
+    projections: list[ProjectionStatusOut]
+
+
+class EventOut(Out):
+    position: int
+    type: str = Field(description="The event's class, e.g. Deal.Won")
+    entity: str
+    entity_id: UUID
+    version: int
+    actor: str
+    effective_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+class EventsOut(Out):
+    events: list[EventOut]
+    next_after: int = Field(description="Pass as `after` to read the next page")
+    head: int
+
+
+class HealthOut(Out):
+    status: str
+
+
+class ReadyOut(Out):
+    status: str
+    database: str
+    projections: list[ProjectionStatusOut]
+
+
+class ProblemItem(Out):
+    detail: str
+    rule: str
+    pointer: str | None = None
+    parameter: str | None = None
+    allowed: list[str] | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: ``type`` names the domain rule, ``pointer`` the offending field."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    rule: str
+    pointer: str | None = None
+    parameter: str | None = None
+    errors: list[ProblemItem] | None = None
+
+
+# --- audit, plan versions, pipeline and tasks ------------------------------------------------------
+
+
+class AuditRowOut(Out):
+    position: int
+    seq: int
+    recorded_at: datetime
+    effective_at: datetime
+    actor: str
+    entity: str
+    entity_id: UUID
+    plan_id: UUID | None
+    event_type: str
+    summary: str
+    changes: dict[str, dict[str, Any]] = Field(description='field → {"before": …, "after": …}')
+    reason: str
+
+
+class AuditOut(Out):
+    position: int = Field(description="The log position the audit history has reached")
+    rows: list[AuditRowOut]
+    next_cursor: str | None = Field(description="Pass as `after` for the next page (null: the last page)")
+
+
+class VersionTargetOut(Out):
+    target_id: UUID
+    parent_id: UUID | None
+    metric: str
+    period: str
+    unit_id: UUID | None
+    member_id: UUID | None
+    product_line: str | None
+    region: str | None
+    segment: str | None
+    committed: DecimalOut
+    stretch: DecimalOut | None
+
+
+class PlanVersionOut(Out):
+    plan_id: UUID
+    version: int
+    position: int = Field(description="Log position of its publication")
+    recorded_at: datetime
+    effective_at: datetime
+    actor: str
+    note: str
+
+
+class PlanVersionsOut(Out):
+    position: int
+    versions: list[PlanVersionOut]
+
+
+class VersionTreeOut(Out):
+    position: int
+    version: PlanVersionOut
+    targets: list[VersionTargetOut]
+
+
+class VersionChangeOut(Out):
+    plan_id: UUID
+    position: int
+    seq: int
+    recorded_at: datetime
+    effective_at: datetime
+    actor: str
+    target_id: UUID
+    metric: str
+    period: str
+    kind: str
+    before_committed: DecimalOut | None
+    after_committed: DecimalOut | None
+    before_stretch: DecimalOut | None
+    after_stretch: DecimalOut | None
+    reason: str
+    draft_of_version: int
+
+
+class TargetDeltaOut(Out):
+    target: VersionTargetOut
+    before_committed: DecimalOut
+    after_committed: DecimalOut
+    committed_delta: DecimalOut
+    before_stretch: DecimalOut | None
+    after_stretch: DecimalOut | None
+    stretch_delta: DecimalOut | None
+    reasons: list[str]
+
+
+class MetricTotalOut(Out):
+    metric: str
+    period: str
+    from_committed: DecimalOut
+    to_committed: DecimalOut
+    committed_delta: DecimalOut
+    from_stretch: DecimalOut
+    to_stretch: DecimalOut
+    stretch_delta: DecimalOut
+
+
+class VersionComparisonOut(Out):
+    position: int
+    plan_id: UUID
+    from_version: int
+    to_version: int
+    added: list[VersionTargetOut]
+    removed: list[VersionTargetOut]
+    changed: list[TargetDeltaOut]
+    changes: list[VersionChangeOut] = Field(description="Recorded between the two publications, with their reasons")
+    totals: list[MetricTotalOut]
+
+
+class TargetActualOut(Out):
+    target: VersionTargetOut
+    current: bool
+    current_committed: DecimalOut | None
+    current_stretch: DecimalOut | None
+    actual: DecimalOut
+    attainment: DecimalOut | None
+    stretch_attainment: DecimalOut | None
+    gap: DecimalOut
+    current_attainment: DecimalOut | None
+
+
+class ActualsComparisonOut(Out):
+    plan_id: UUID
+    version: int
+    position: int
+    as_of: datetime
+    effective_cut: datetime | None
+    rows: list[TargetActualOut]
+
+
+class StageStayOut(Out):
+    stage: str
+    reason: str
+    entered_at: datetime
+    left_at: datetime | None
+    days: DecimalOut
+
+
+class PipelineDealOut(Out):
+    deal_id: UUID
+    name: str
+    owner_id: UUID
+    account_id: UUID | None
+    product_id: UUID
+    product_line: str
+    region: str
+    segment: str
+    currency: str
+    amount: DecimalOut
+    stage: str
+    status: str
+    expected_close: date
+    opened_at: datetime
+    closed_at: datetime | None
+    stage_entered_at: datetime
+    last_stage_change_at: datetime | None
+    days_in_stage: DecimalOut
+    position: int
+    changed_at: datetime
+    stages: list[StageStayOut]
+
+
+class PipelineOut(Out):
+    position: int
+    at: datetime
+    deals: list[PipelineDealOut]
+    next_after: UUID | None = Field(description="Pass as `after` for the next page (null: the last page)")
+
+
+class StageSummaryRowOut(Out):
+    currency: str
+    stage: str
+    count: int
+    amount: DecimalOut
+    weighted_amount: DecimalOut
+    average_days_in_stage: DecimalOut | None
+
+
+class StageSummaryOut(Out):
+    position: int
+    at: datetime
+    rows: list[StageSummaryRowOut]
+
+
+class TaskViewOut(Out):
+    task_id: UUID
+    title: str
+    assignee_id: UUID
+    due: date
+    plan_id: UUID | None
+    target_id: UUID | None
+    status: str
+    progress: int
+    created_at: datetime
+    completed_at: datetime | None
+    overdue: bool
+    position: int
+
+
+class TasksOut(Out):
+    position: int
+    at: datetime
+    tasks: list[TaskViewOut]
+    truncated: bool = Field(description="More tasks match than `limit`: narrow the filters")
+
+
+class MemberTaskSummaryOut(Out):
+    member_id: UUID
+    name: str
+    unit_id: UUID | None
+    open: int
+    overdue: int
+    done: int
+    cancelled: int
+
+
+class TaskSummaryOut(Out):
+    position: int
+    at: datetime
+    members: list[MemberTaskSummaryOut]
