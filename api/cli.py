@@ -154,10 +154,14 @@ def token_create(
     label: Annotated[str, typer.Option(help="What the token is for.")] = "",
 ) -> None:
     """Issue a bearer token; the secret is shown once and stored only as a hash."""
-    from api.tokens import create_token
+    from api.tokens import TokenError, create_token
 
     app, _engine = _open(Settings())
-    token_id, secret = create_token(app.database, role=role, member_id=member, label=label)
+    try:
+        token_id, secret = create_token(app.database, role=role, member_id=member, label=label)
+    except TokenError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"token id {token_id}\n{secret}")
 
 

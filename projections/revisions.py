@@ -78,7 +78,7 @@ class RevisionReasonsProjection(Projection):
             sa.Column("plan_id", sa.Uuid, nullable=False),
             sa.Column("effective_at", UTCDateTime, nullable=False),
             sa.Column("recorded_at", UTCDateTime, nullable=False),
-            sa.Column("actor", sa.String(200), nullable=False),
+            sa.Column("actor", sa.Text, nullable=False),  # actors are not length-limited upstream
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("before", Money, nullable=True),
             sa.Column("after", Money, nullable=True),
