@@ -30,7 +30,9 @@ from projections.history import Cut
 from projections.progress import LIVE, ProgressFilter, ProgressRow, progress
 from projections.registry import all_projections
 
-CRM_DATA = Path(os.environ.get("SALESPLAN_CRM_DATA", "/work/shared/data/crm-sales-opportunities"))
+# The shared data folder sits beside the repository (../shared), on a developer's machine and in CI.
+CRM_DATA = Path(os.environ.get("SALESPLAN_CRM_DATA",
+                               Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"))
 NOW = datetime(2018, 1, 15, tzinfo=UTC)
 QUARTERS = ("2017-Q1", "2017-Q2", "2017-Q3", "2017-Q4")
 # The one product name the pipeline spells differently from products.csv (SOURCE.md says so).
