@@ -115,6 +115,8 @@ def _make_datastore(url: str, lock_timeout_ms: int) -> SQLAlchemyDatastore:
             "options": f"-c lock_timeout={lock_timeout_ms} -c idle_in_transaction_session_timeout=60000",
             "application_name": "salesplan",
         }
+        # Batched UPDATEs too (projections close many history rows per batch), not one round trip each.
+        kwargs["executemany_mode"] = "values_plus_batch"
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 20
     datastore = SQLAlchemyDatastore(url=url, **kwargs)
