@@ -35,38 +35,13 @@ from domain.errors import ValidationError
 from domain.organisation import Member, Unit
 from domain.task import TASK_STATUSES, Task
 from projections.engine import Envelope, Projection
+from projections.folds import evolve_member, evolve_unit
 from projections.history import Cut, HistoryWriter, history_columns
 from projections.sqltypes import Money, UTCDateTime
 
 # --- pure folds: (state before, event) -> state after --------------------------------------
 
 State = dict[str, Any]
-
-
-def evolve_unit(state: State | None, event: Any) -> State:
-    if isinstance(event, Unit.Added):
-        return {"name": event.name, "parent_id": event.parent_id, "active": True}
-    assert state is not None
-    if isinstance(event, Unit.Renamed):
-        return {**state, "name": event.name}
-    if isinstance(event, Unit.Moved):
-        return {**state, "parent_id": event.parent_id}
-    if isinstance(event, Unit.Deactivated):
-        return {**state, "active": False}
-    raise TypeError(f"unexpected unit event {type(event).__qualname__}")
-
-
-def evolve_member(state: State | None, event: Any) -> State:
-    if isinstance(event, Member.Added):
-        return {"name": event.name, "unit_id": event.unit_id, "active": True}
-    assert state is not None
-    if isinstance(event, Member.Renamed):
-        return {**state, "name": event.name}
-    if isinstance(event, Member.Moved):
-        return {**state, "unit_id": event.unit_id}
-    if isinstance(event, Member.Deactivated):
-        return {**state, "active": False}
-    raise TypeError(f"unexpected member event {type(event).__qualname__}")
 
 
 def evolve_deal(state: State | None, event: Any) -> State:
@@ -180,6 +155,7 @@ class PipelineProjection(Projection):
         self.members = self.table(
             "pipeline_members", *history_columns("member_id"),
             sa.Column("name", sa.String(200), nullable=False),
+            sa.Column("role", sa.String(20), nullable=False),
             sa.Column("unit_id", sa.Uuid, nullable=False),
             sa.Column("active", sa.Boolean, nullable=False),
         )

@@ -32,38 +32,13 @@ from domain.deal import Activity, Deal
 from domain.organisation import Member, Unit
 from domain.plan import Plan
 from projections.engine import Envelope, Projection
+from projections.folds import evolve_member, evolve_unit
 from projections.history import Cut, HistoryWriter, history_columns
 from projections.sqltypes import Money, UTCDateTime
 
 # --- pure folds: (state before, event) -> state after --------------------------------------
 
 State = dict[str, Any]
-
-
-def evolve_unit(state: State | None, event: Any) -> State:
-    if isinstance(event, Unit.Added):
-        return {"name": event.name, "parent_id": event.parent_id, "active": True}
-    assert state is not None
-    if isinstance(event, Unit.Renamed):
-        return {**state, "name": event.name}
-    if isinstance(event, Unit.Moved):
-        return {**state, "parent_id": event.parent_id}
-    if isinstance(event, Unit.Deactivated):
-        return {**state, "active": False}
-    raise TypeError(f"unexpected unit event {type(event).__qualname__}")
-
-
-def evolve_member(state: State | None, event: Any) -> State:
-    if isinstance(event, Member.Added):
-        return {"name": event.name, "role": event.role, "unit_id": event.unit_id, "active": True}
-    assert state is not None
-    if isinstance(event, Member.Renamed):
-        return {**state, "name": event.name}
-    if isinstance(event, Member.Moved):
-        return {**state, "unit_id": event.unit_id}
-    if isinstance(event, Member.Deactivated):
-        return {**state, "active": False}
-    raise TypeError(f"unexpected member event {type(event).__qualname__}")
 
 
 def evolve_plan(state: State | None, event: Any) -> State:

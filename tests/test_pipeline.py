@@ -191,7 +191,8 @@ def test_members_and_units_fold_to_their_unit_and_parent() -> None:
     member = Member.add(id=ANN, name="Ann", role="rep", unit_id=east, email="", actor="admin", effective_at=day(1, 2))
     member.move(west, "team reorganised", actor="admin", effective_at=day(3, 15))
     member.deactivate("left the company", actor="admin", effective_at=day(6, 1))
-    assert fold(evolve_member, list(member.collect_events())) == {"name": "Ann", "unit_id": west, "active": False}
+    assert fold(evolve_member, list(member.collect_events())) == {"name": "Ann", "role": "rep", "unit_id": west,
+                                                                  "active": False}
 
 
 # --- the story, on SQLite and PostgreSQL -------------------------------------------------------
