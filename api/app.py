@@ -20,11 +20,25 @@ from api import errors
 from api.auth import AuthMiddleware, Message, Receive, Scope, Send
 from api.deps import CountingPlanning, Services
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import catalogue, deals, events, health, history, organisation, pipeline, plans, reads, tasks
+from api.routes import (
+    analytics,
+    catalogue,
+    deals,
+    events,
+    health,
+    history,
+    organisation,
+    pipeline,
+    plans,
+    reads,
+    retrospective,
+    tasks,
+)
 from api.schemas import Problem
 from api.settings import Settings
 from api.tokens import ensure_table
 from domain.persistence import open_database
+from projections import alerts
 from projections.engine import ProjectionEngine
 from projections.registry import all_projections
 
@@ -80,6 +94,7 @@ class BodyLimitMiddleware:
 def _start(settings: Settings, metrics: Metrics) -> Services:
     database = open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
     ensure_table(database)
+    alerts.setup(database)  # the alert tables belong to no projection: a rebuild leaves them alone
     planning = CountingPlanning(database)
     engine = ProjectionEngine(planning, all_projections(), batch_size=settings.projection_batch_size)
     engine.setup()
@@ -131,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # pipeline before tasks: GET /tasks/summary must not be taken for a task id.
     for router in (organisation.router, catalogue.router, plans.router, pipeline.router, tasks.router, deals.router,
-                   reads.router, history.router, events.router, health.router):
+                   reads.router, history.router, retrospective.router, analytics.router, events.router, health.router):
         app.include_router(router)
     errors.install(app)
     # Outermost first: metrics see every answer, oversize bodies never reach authentication.

@@ -320,3 +320,48 @@ class Guard:
         """The audit history spans everyone's changes: admins, managers and reporting services."""
         if self.role == "rep":
             raise forbidden("auth.no_audit", "the audit history is for managers, admins and reporting services")
+
+    # --- retrospectives, analytics, reports and alerts ---
+
+    def read_scope(self, unit_id: UUID | None = None, member_id: UUID | None = None, *, own_only: bool = False,
+                   parameter: str = "unit_id") -> None:
+        """A read about a unit or a member: a manager's units and people (as they are now); a rep's own unit.
+
+        ``own_only``: a rep reads only themselves (their member report), not their colleagues.
+        """
+        if self.role in ("admin", "viewer"):
+            return
+        if member_id is not None:
+            member = self.planning.get(Member, member_id, "member_id")  # a missing member is a 404, not a 403
+            if self.role == "rep":
+                if member_id != self.principal.member_id and (own_only or member.unit_id != self.rep_unit()):
+                    raise ApiProblem(403, "auth.not_yours", "a rep reads only their own (or their unit's) figures",
+                                     parameter="member_id")
+                return
+            unit_id = member.unit_id
+        elif unit_id is not None and self.role == "manager":
+            self.planning.get(Unit, unit_id, parameter)
+        if self.role == "rep":
+            if unit_id != self.rep_unit():
+                raise ApiProblem(403, "auth.outside_your_unit", "a rep reads their own unit only", parameter=parameter)
+            return
+        if not self.within(unit_id):
+            raise ApiProblem(403, "auth.outside_your_units", "this is outside the units you manage", parameter=parameter)
+
+    def scoped_unit(self, unit_id: UUID | None) -> UUID | None:
+        """A unit filter for lists and funnels: a rep's own unit, a manager's unit (or one beneath it)."""
+        if self.role == "rep":
+            return self.own_unit(unit_id)
+        if self.role == "manager":
+            if unit_id is None:
+                return self.member().unit_id
+            self.read_scope(unit_id)
+        return unit_id
+
+    def sees_alert(self, unit_id: UUID | None, owner_ids: tuple[UUID, ...]) -> bool:
+        """An alert the caller may read: its owners, a manager above its unit, admins and viewers."""
+        if self.role in ("admin", "viewer"):
+            return True
+        if self.principal.member_id in owner_ids:
+            return True
+        return self.role == "manager" and self.within(unit_id)

@@ -279,3 +279,19 @@ ChangeDep = Annotated[ChangeCommand, Depends(get_change_command)]
 
 def etag(response: Response, version: int) -> None:
     response.headers["ETag"] = f'"{version}"'
+
+
+async def get_known_query(known_at: KnownAt = None, known_at_position: KnownAtPosition = None,
+                          wait_for_position: WaitForPosition = None) -> CutQuery:
+    """A cut on the recorded clock only: for answers that choose their own effective times (replays)."""
+    return await get_cut_query(None, known_at, known_at_position, wait_for_position)
+
+
+KnownDep = Annotated[CutQuery, Depends(get_known_query)]
+
+POSITION_HEADER: Final = "Salesplan-Position"
+
+
+def stamp(response: Response, position: int) -> None:
+    """Every projection read says which log position it was computed from (also in its body)."""
+    response.headers[POSITION_HEADER] = str(position)

@@ -818,3 +818,374 @@ class TaskSummaryOut(Out):
     position: int
     at: datetime
     members: list[MemberTaskSummaryOut]
+
+
+# --- retrospectives: replay, baseline, attribution, revision reasons ------------------------------
+
+ReportPeriod = Annotated[str, Field(pattern=r"^\d{4}-(\d{2}-\d{2}|W\d{2})$",
+                                    description="A day (2026-03-20) or an ISO week (2026-W12)")]
+
+
+class StandingOut(Out):
+    target_ids: list[UUID] = Field(description="The targets standing for the scope, none counted twice")
+    target: DecimalOut | None
+    actual: DecimalOut | None
+    expected_to_date: DecimalOut | None
+    attainment: DecimalOut | None
+    pace: DecimalOut | None
+    pace_status: str
+    weighted_pipeline: DecimalOut | None
+    forecast: DecimalOut | None
+
+
+class ReplayStepOut(Out):
+    start: date
+    end: date = Field(description="Exclusive")
+    as_of: datetime = Field(description="The step's effective cut (its last instant, or now)")
+    position: int = Field(description="The log position the step was read at")
+    standing: StandingOut
+
+
+class ReplayMarkerOut(Out):
+    kind: str = Field(description="published | added | revised | removed")
+    position: int
+    effective_at: datetime
+    recorded_at: datetime
+    version: int | None
+    target_id: UUID | None
+    metric: str | None
+    period: str | None
+    unit_id: UUID | None
+    member_id: UUID | None
+    before: DecimalOut | None
+    after: DecimalOut | None
+    before_stretch: DecimalOut | None
+    after_stretch: DecimalOut | None
+
+
+class ReplayOut(Out):
+    plan_id: UUID
+    span: str
+    metric: str
+    step: str
+    known: str
+    unit_id: UUID | None
+    member_id: UUID | None
+    position: int = Field(description="Every step was read at or before this log position")
+    now: datetime
+    steps: list[ReplayStepOut]
+    markers: list[ReplayMarkerOut]
+
+
+class RevisionReasonOut(Out):
+    plan_id: UUID
+    target_id: UUID
+    position: int
+    effective_at: datetime
+    recorded_at: datetime
+    actor: str
+    kind: str = Field(description="set | decomposed | revised | removed")
+    before: DecimalOut | None
+    after: DecimalOut | None
+    before_stretch: DecimalOut | None
+    after_stretch: DecimalOut | None
+    reason: str
+
+
+class RevisionReasonsOut(Out):
+    position: int
+    plan_id: UUID
+    reasons: list[RevisionReasonOut]
+
+
+class PublishedVersionOut(Out):
+    version: int
+    position: int
+    effective_at: datetime
+    recorded_at: datetime
+
+
+class TargetBaselineOut(Out):
+    target_id: UUID
+    parent_id: UUID | None
+    metric: str
+    period: str
+    unit_id: UUID | None
+    member_id: UUID | None
+    product_line: str | None
+    region: str | None
+    segment: str | None
+    baseline: DecimalOut | None = Field(description="The value in v1 (null: not in it)")
+    versions: list[DecimalOut | None] = Field(description="The value in v1, v2, … (null: not in that version)")
+    current: DecimalOut | None
+    actual: DecimalOut | None
+    attainment: DecimalOut | None
+    baseline_attainment: DecimalOut | None
+    revisions: list[RevisionReasonOut]
+
+
+class RollupTotalOut(Out):
+    unit_id: UUID
+    parent_id: UUID | None
+    depth: int
+    metric: str
+    period: str
+    baseline: DecimalOut | None
+    versions: list[DecimalOut | None]
+    current: DecimalOut | None
+    actual: DecimalOut | None
+    target_ids: list[UUID]
+
+
+class BaselineOut(Out):
+    plan_id: UUID
+    position: int = Field(description="The log position this report was computed from")
+    as_of: datetime | None
+    versions: list[PublishedVersionOut]
+    targets: list[TargetBaselineOut]
+    totals: list[RollupTotalOut]
+
+
+class CutStandingOut(Out):
+    position: int
+    as_of: datetime | None
+    target_ids: list[UUID]
+    target: DecimalOut
+    actual: DecimalOut
+    attainment: DecimalOut | None
+    forecast: DecimalOut | None
+
+
+class AttributionPartOut(Out):
+    cause: str
+    actual: DecimalOut
+    attainment: DecimalOut | None
+    forecast: DecimalOut | None
+    contributors: int
+
+
+class ContributorOut(Out):
+    kind: str = Field(description="deal | activity")
+    id: UUID
+    cause: str
+    actual: DecimalOut | None
+    forecast: DecimalOut | None
+
+
+class TargetChangeOut(Out):
+    target_id: UUID
+    before: DecimalOut | None
+    after: DecimalOut | None
+
+
+class AttributionOut(Out):
+    plan_id: UUID
+    metric: str
+    period: str
+    target_id: UUID | None
+    unit_id: UUID | None
+    member_id: UUID | None
+    position: int = Field(description="The later of the two cuts' positions")
+    a: CutStandingOut
+    b: CutStandingOut
+    target_change: DecimalOut
+    actual_change: DecimalOut
+    attainment_change: DecimalOut | None
+    forecast_change: DecimalOut | None
+    parts: list[AttributionPartOut] = Field(description="One per cause, in sequence; they sum to the changes")
+    targets: list[TargetChangeOut]
+    contributors: list[ContributorOut]
+
+
+# --- analytics, alerts, reports ---------------------------------------------------------------------
+
+
+class StageConversionOut(Out):
+    from_stage: str
+    to_stage: str
+    reached: int
+    converted: int
+    rate: DecimalOut | None
+
+
+class StalledDealOut(Out):
+    deal_id: UUID
+    name: str
+    owner_id: UUID
+    stage: str
+    stage_entered_at: datetime
+    days_in_stage: DecimalOut
+    amount: DecimalOut
+    currency: str
+
+
+class FunnelGroupOut(Out):
+    key: str
+    name: str
+    entered: dict[str, int]
+    conversion: list[StageConversionOut]
+    won: int
+    lost: int
+    win_rate: DecimalOut | None
+    won_amount: dict[str, DecimalOut] = Field(description="Per currency")
+    average_order_value: dict[str, DecimalOut] = Field(description="Per currency")
+    average_sales_cycle_days: DecimalOut | None
+    average_days_in_stage: dict[str, DecimalOut | None]
+    stalled: list[StalledDealOut]
+
+
+class FunnelOut(Out):
+    position: int
+    as_of: datetime | None
+    at: datetime
+    span_start: datetime
+    span_end: datetime
+    group_by: str | None
+    unit_id: UUID | None
+    stalled_after_days: int
+    groups: list[FunnelGroupOut]
+
+
+AlertKind = Literal["target_behind", "coverage_low", "deal_stalled", "task_overdue"]
+
+
+class AlertOut(Out):
+    id: UUID
+    kind: str
+    subject_type: str
+    subject_id: UUID
+    period: str
+    unit_id: UUID | None
+    owner_id: UUID | None
+    owner_ids: list[UUID]
+    message: str
+    details: dict[str, str]
+    occurrence: int
+    raised_at: datetime
+    raised_position: int
+    evaluated_at: datetime
+    evaluated_position: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_position: int | None
+    is_open: bool
+
+
+class AlertRunOut(Out):
+    at: datetime
+    position: int
+    raised: int
+    resolved: int
+    open: int
+
+
+class AlertsOut(Out):
+    position: int = Field(description="The log position of the last evaluation (0: never evaluated)")
+    last_run: AlertRunOut | None
+    alerts: list[AlertOut]
+
+
+class AlertCandidateOut(Out):
+    id: UUID
+    kind: str
+    subject_type: str
+    subject_id: UUID
+    period: str
+    unit_id: UUID | None
+    owner_ids: list[UUID]
+    message: str
+    details: dict[str, str]
+
+
+class AlertPreviewOut(Out):
+    position: int
+    at: datetime
+    alerts: list[AlertCandidateOut]
+
+
+class AddWebhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(clean_text)]
+    secret: Annotated[str, Field(min_length=16, max_length=200), AfterValidator(clean_text)] = Field(
+        description="Signs every delivery (HMAC-SHA256); never read back")
+    active: bool = True
+
+
+class ChangeWebhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool
+
+
+class WebhookOut(Out):
+    id: UUID
+    url: str
+    active: bool
+
+
+class WebhooksOut(Out):
+    webhooks: list[WebhookOut]
+
+
+class DeliveryOut(Out):
+    id: UUID
+    alert_id: UUID
+    webhook_id: UUID
+    event: str
+    occurrence: int
+    body: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+class DeliveriesOut(Out):
+    deliveries: list[DeliveryOut]
+
+
+class ReportOut(Out):
+    kind: str = Field(description="daily | weekly")
+    subject_type: str
+    subject_id: UUID
+    name: str
+    period: str
+    window_start: datetime
+    window_end: datetime
+    position: int
+    as_of: datetime
+    activities: dict[str, int]
+    activities_total: int
+    stage_changes: int
+    deals_moved: int
+    won_count: int
+    won_amount: dict[str, DecimalOut]
+    lost_count: int
+    lost_amount: dict[str, DecimalOut]
+    tasks_done: int
+    tasks_overdue: int
+    targets: list[ProgressRowOut]
+    open_alerts: list[AlertOut]
+
+
+class BurnupPointOut(Out):
+    day: date
+    as_of: datetime
+    committed: DecimalOut
+    stretch: DecimalOut | None
+    expected_to_date: DecimalOut
+    actual: DecimalOut
+    forecast: DecimalOut | None
+
+
+class BurnupOut(Out):
+    target_id: UUID
+    metric: str
+    period: str
+    currency: str
+    position: int
+    until: datetime
+    points: list[BurnupPointOut]

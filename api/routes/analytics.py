@@ -1,0 +1,265 @@
+"""Analytics over HTTP: the pipeline funnel, deviation alerts and their webhooks, reports and burn-up charts.
+
+Projection reads take the usual cut (``as_of``, ``known_at``, ``known_at_position``,
+``wait_for_position``) and say which log position they were computed from, in the body and the
+``Salesplan-Position`` header (CSV and SVG: the header only). Alerts live in their own tables,
+written by evaluations: a list is stamped with the position of the last evaluation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+from uuid import UUID
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Path, Query, Response
+
+from api import schemas as s
+from api.auth import Guard, forbidden
+from api.deps import (
+    POSITION_HEADER,
+    CutDep,
+    CutQuery,
+    GuardDep,
+    PrincipalDep,
+    Services,
+    ServicesDep,
+    WaitForPosition,
+    reading,
+    stamp,
+)
+from api.errors import PROBLEM_RESPONSES, ApiProblem
+from domain.errors import NotFound
+from projections import alerts
+from projections.analytics import funnel
+from projections.history import Cut
+from projections.progress import LIVE as PROGRESS
+from projections.reports import Burnup, Report, burnup, burnup_svg, member_report, report_csv, unit_report
+
+router = APIRouter(tags=["analytics"], responses=PROBLEM_RESPONSES)
+
+PIPELINE: Final = ("pipeline",)
+PROGRESS_ONLY: Final = ("progress",)
+REPORTS: Final = ("progress", "pipeline")
+MAX_SPAN: Final = timedelta(days=400)
+MAX_LIMIT: Final = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Period = Annotated[s.ReportPeriod, Path(description="A day (2026-03-20) or an ISO week (2026-W12)")]
+ReportFormat = Annotated[Literal["json", "csv"], Query(alias="format", description="json (default) or csv")]
+
+CSV_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"description": "The report", "content": {"text/csv": {"schema": {"type": "string"}}}}}
+SVG_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"description": "The chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}
+
+
+class SvgResponse(Response):
+    media_type = "image/svg+xml"
+
+
+# --- the funnel --------------------------------------------------------------------------------
+
+
+@router.get("/analytics/funnel")
+def get_funnel(
+    services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep,
+    span_start: Annotated[s.Instant, Query(description="The span's start (inclusive)")],
+    span_end: Annotated[s.Instant, Query(description=f"The span's end (exclusive); at most {MAX_SPAN.days} days on")],
+    group_by: Literal["unit", "member", "product_line", "region", "segment"] | None = None,
+    unit_id: UUID | None = None,
+    stalled_after_days: Annotated[int, Query(ge=1, le=3650)] = 14,
+) -> s.FunnelOut:
+    """Entries per stage, conversion, wins, speed and stalled deals in a span (a rep: their unit's)."""
+    if span_end - span_start > MAX_SPAN:
+        raise ApiProblem(422, "query.span_too_long", f"a funnel spans at most {MAX_SPAN.days} days",
+                         parameter="span_end")
+    unit_id = guard.scoped_unit(unit_id)
+    with reading(services, PIPELINE, cut_query) as (conn, cut):
+        result = funnel(conn, cut=cut, at=cut_query.at, span_start=span_start, span_end=span_end, group_by=group_by,
+                        unit_id=unit_id, stalled_after_days=stalled_after_days)
+    stamp(response, result.position)
+    return s.FunnelOut.model_validate(result, from_attributes=True)
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+
+def _alerts_out(conn: sa.Connection, found: list[alerts.Alert]) -> s.AlertsOut:
+    run = alerts.last_run(conn)
+    return s.AlertsOut(position=run.position if run else 0,
+                       last_run=None if run is None else s.AlertRunOut.model_validate(run, from_attributes=True),
+                       alerts=[s.AlertOut.model_validate(a, from_attributes=True) for a in found])
+
+
+def _visible_alert(guard: Guard, alert: alerts.Alert) -> None:
+    if not guard.sees_alert(alert.unit_id, alert.owner_ids):
+        if guard.role == "rep":
+            raise NotFound("alert", alert.id)  # another rep's alert does not exist for a rep
+        raise forbidden("auth.outside_your_units", "this alert is outside the units you manage")
+
+
+@router.get("/alerts")
+def list_alerts(
+    services: ServicesDep, guard: GuardDep, response: Response, owner_id: UUID | None = None,
+    unit_id: UUID | None = None, kind: s.AlertKind | None = None, open_only: bool = True, limit: Limit = 100,
+    wait_for_position: WaitForPosition = None,
+) -> s.AlertsOut:
+    """Alerts, newest first (a rep: their own; a manager: their units'); open ones unless open_only=false."""
+    owner_id = guard.own_member(owner_id, "owner_id")
+    if guard.role == "manager":
+        unit_id = guard.scoped_unit(unit_id)
+    services.wait_for(wait_for_position, alerts.READS)
+    with services.database.engine.connect() as conn:
+        out = _alerts_out(conn, alerts.list_alerts(conn, owner_id=owner_id, unit_id=unit_id, kind=kind,
+                                                   open_only=open_only, limit=limit))
+    stamp(response, out.position)
+    return out
+
+
+@router.post("/alerts/evaluate")
+def evaluate_alerts(services: ServicesDep, guard: GuardDep, response: Response,
+                    wait_for_position: WaitForPosition = None) -> s.AlertsOut:
+    """Evaluate now (as the worker does periodically): raise, refresh and resolve alerts; answer the open ones."""
+    guard.admin()
+    services.wait_for(wait_for_position, alerts.READS)
+    found = alerts.raise_alerts(services.database, at=datetime.now(UTC))
+    with services.database.engine.connect() as conn:
+        out = _alerts_out(conn, found)
+    stamp(response, out.position)
+    return out
+
+
+@router.get("/alerts/preview")
+def preview_alerts(services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
+                   ) -> s.AlertPreviewOut:
+    """What an evaluation would find at a cut, storing nothing (a manager: their units' alerts)."""
+    if guard.role == "rep":
+        raise forbidden("auth.manager_only", "only managers, admins and viewers preview alerts")
+    with reading(services, alerts.READS, cut_query) as (conn, cut):
+        found = alerts.evaluate_alerts(conn, at=cut_query.at, position=cut.position)
+    stamp(response, cut.position)
+    return s.AlertPreviewOut(position=cut.position, at=cut_query.at, alerts=[
+        s.AlertCandidateOut.model_validate(c, from_attributes=True) for c in found
+        if guard.sees_alert(c.unit_id, c.owner_ids)])
+
+
+@router.get("/alerts/{alert_id}")
+def get_alert(alert_id: UUID, services: ServicesDep, guard: GuardDep) -> s.AlertOut:
+    """One alert, open or resolved (a rep: their own)."""
+    with services.database.engine.connect() as conn:
+        alert = alerts.get_alert(conn, alert_id)
+    _visible_alert(guard, alert)
+    return s.AlertOut.model_validate(alert, from_attributes=True)
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge_alert(alert_id: UUID, services: ServicesDep, guard: GuardDep, principal: PrincipalDep
+                      ) -> s.AlertOut:
+    """The alert's owner (or an admin) has seen it; acknowledging again keeps the first acknowledgement."""
+    guard.writer()
+    admin = guard.role == "admin"
+    with services.database.engine.connect() as conn:
+        alert = alerts.get_alert(conn, alert_id)
+    _visible_alert(guard, alert)
+    if not admin and principal.member_id not in alert.owner_ids:
+        raise forbidden("auth.not_owner", "only the alert's owner or an admin may acknowledge it")
+    done = alerts.acknowledge(services.database, alert_id, principal.member_id, at=datetime.now(UTC), admin=admin)
+    return s.AlertOut.model_validate(done, from_attributes=True)
+
+
+@router.post("/alert-webhooks", status_code=201)
+def add_webhook(body: s.AddWebhook, services: ServicesDep, guard: GuardDep) -> s.WebhookOut:
+    """Register an endpoint for every alert raised or resolved from now on (deliveries are signed with the secret)."""
+    guard.admin()
+    webhook = alerts.add_webhook(services.database, url=body.url, secret=body.secret, active=body.active)
+    return s.WebhookOut.model_validate(webhook, from_attributes=True)
+
+
+@router.get("/alert-webhooks")
+def list_webhooks(services: ServicesDep, guard: GuardDep) -> s.WebhooksOut:
+    """The endpoints (their secrets are never read back)."""
+    guard.admin()
+    with services.database.engine.connect() as conn:
+        found = alerts.list_webhooks(conn)
+    return s.WebhooksOut(webhooks=[s.WebhookOut.model_validate(w, from_attributes=True) for w in found])
+
+
+@router.patch("/alert-webhooks/{webhook_id}")
+def change_webhook(webhook_id: UUID, body: s.ChangeWebhook, services: ServicesDep, guard: GuardDep) -> s.WebhookOut:
+    """Pause or resume an endpoint; its queued deliveries wait, they are not dropped."""
+    guard.admin()
+    webhook = alerts.set_webhook_active(services.database, webhook_id, body.active)
+    return s.WebhookOut.model_validate(webhook, from_attributes=True)
+
+
+@router.get("/alert-deliveries")
+def list_deliveries(services: ServicesDep, guard: GuardDep, pending_only: bool = False, alert_id: UUID | None = None,
+                    limit: Limit = 100) -> s.DeliveriesOut:
+    """The webhook outbox, oldest first: what was sent, what waits for a retry and why it failed."""
+    guard.admin()
+    with services.database.engine.connect() as conn:
+        found = alerts.list_deliveries(conn, pending_only=pending_only, alert_id=alert_id, limit=limit)
+    return s.DeliveriesOut(deliveries=[s.DeliveryOut.model_validate(d, from_attributes=True) for d in found])
+
+
+# --- reports and burn-up -----------------------------------------------------------------------
+
+
+def _report_response(report: Report, response: Response, format: str) -> Any:
+    if format == "csv":
+        return Response(report_csv(report), media_type="text/csv; charset=utf-8",
+                        headers={POSITION_HEADER: str(report.position)})
+    stamp(response, report.position)
+    return s.ReportOut.model_validate(report, from_attributes=True)
+
+
+@router.get("/reports/members/{member_id}/{period}", response_model=s.ReportOut, responses=CSV_RESPONSE)
+def get_member_report(member_id: UUID, period: Period, services: ServicesDep, guard: GuardDep, response: Response,
+                      cut_query: CutDep, format: ReportFormat = "json") -> Any:
+    """A member's day or week: activities, stage changes, wins and losses, tasks, targets, open alerts (a rep: own)."""
+    guard.read_scope(member_id=member_id, own_only=True)
+    with reading(services, REPORTS, cut_query) as (conn, cut):
+        report = member_report(conn, member_id=member_id, period=period, at=cut_query.at, position=cut.position,
+                               config=services.progress_config())
+    return _report_response(report, response, format)
+
+
+@router.get("/reports/units/{unit_id}/{period}", response_model=s.ReportOut, responses=CSV_RESPONSE)
+def get_unit_report(unit_id: UUID, period: Period, services: ServicesDep, guard: GuardDep, response: Response,
+                    cut_query: CutDep, format: ReportFormat = "json") -> Any:
+    """A unit's day or week (its subtree, each fact where its member was then); a rep: their own unit."""
+    guard.read_scope(unit_id)
+    with reading(services, REPORTS, cut_query) as (conn, cut):
+        report = unit_report(conn, unit_id=unit_id, period=period, at=cut_query.at, position=cut.position,
+                             config=services.progress_config())
+    return _report_response(report, response, format)
+
+
+def _burnup(target_id: UUID, services: Services, guard: Guard, cut_query: CutQuery) -> Burnup:
+    with reading(services, PROGRESS_ONLY, cut_query) as (conn, cut):
+        t = PROGRESS.targets
+        owner = conn.execute(sa.select(t.c.unit_id, t.c.member_id).where(
+            Cut(cut.position).where(t), t.c.target_id == target_id)).first()
+        if owner is None:
+            raise NotFound("target", target_id)
+        guard.read_scope(owner.unit_id, owner.member_id)
+        return burnup(conn, target_id=target_id, position=cut.position, until=cut_query.at,
+                      config=services.progress_config())
+
+
+@router.get("/targets/{target_id}/burnup")
+def get_burnup(target_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
+               ) -> s.BurnupOut:
+    """A target's committed value, expected to date, actual and forecast, day by day up to the cut."""
+    series = _burnup(target_id, services, guard, cut_query)
+    stamp(response, series.position)
+    return s.BurnupOut.model_validate(series, from_attributes=True)
+
+
+@router.get("/targets/{target_id}/burnup.svg", response_class=SvgResponse, responses=SVG_RESPONSE)
+def get_burnup_svg(target_id: UUID, services: ServicesDep, guard: GuardDep, cut_query: CutDep) -> SvgResponse:
+    """The burn-up as an SVG chart."""
+    series = _burnup(target_id, services, guard, cut_query)
+    return SvgResponse(burnup_svg(series), headers={POSITION_HEADER: str(series.position)})
