@@ -264,6 +264,14 @@ class ProjectionEngine:
                 sa.text("select pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(tracking_name)}
             ).scalar_one():
                 raise PositionMoved(tracking_name)
+            # The batch was read before this transaction began: if another worker committed it
+            # meanwhile, folding it again would collide with its rows. Under the lock (advisory
+            # on PostgreSQL, the write lock on SQLite) the position cannot move until we commit.
+            current = conn.execute(
+                sa.select(tracking_table.c.position).where(tracking_table.c.name == tracking_name)
+            ).scalar_one()
+            if current != start:
+                raise PositionMoved(tracking_name)
             if batch:
                 projection.handle(conn, batch)
             moved = conn.execute(

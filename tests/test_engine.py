@@ -31,7 +31,8 @@ class Applications(Projection):
         self.applied = self.table(
             "test_applications",
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("position", sa.BigInteger, nullable=False),
+            # Unique, like every real projection's keys: a doubled event must collide, not just be counted.
+            sa.Column("position", sa.BigInteger, nullable=False, unique=True),
         )
 
     def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
