@@ -223,7 +223,9 @@ class SalesPlanning(Application[UUID]):
         command.expected_version = expected_version  # type: ignore[attr-defined]
         return self.run(command, idempotency)
 
-    def _check_new(self, cls: type[SalesAggregate], entity_id: UUID) -> None:
+    def _check_new(self, cls: type[SalesAggregate], entity_id: UUID, given: UUID | None) -> None:
+        if given is None:
+            return  # a fresh uuid4: nothing can hold it, so spare the round trip
         try:
             self.repository.get(entity_id)
         except AggregateNotFoundError:
@@ -251,7 +253,7 @@ class SalesPlanning(Application[UUID]):
         unit_id = id or uuid4()
 
         def make(at: datetime) -> Unit:
-            self._check_new(Unit, unit_id)
+            self._check_new(Unit, unit_id, given=id)
             if parent_id is not None:
                 self.active_unit(parent_id, "parent_id")
             return Unit.add(id=unit_id, name=v.text(name, "name"), parent_id=parent_id, actor=actor, effective_at=at)
@@ -303,7 +305,7 @@ class SalesPlanning(Application[UUID]):
                                 allowed=list(v.MEMBER_ROLES))
 
         def make(at: datetime) -> Member:
-            self._check_new(Member, member_id)
+            self._check_new(Member, member_id, given=id)
             self.active_unit(unit_id)
             return Member.add(
                 id=member_id, name=v.text(name, "name"), role=role, unit_id=unit_id,
@@ -351,7 +353,7 @@ class SalesPlanning(Application[UUID]):
         product_id = id or uuid4()
 
         def make(at: datetime) -> Product:
-            self._check_new(Product, product_id)
+            self._check_new(Product, product_id, given=id)
             return Product.add(
                 id=product_id, name=v.text(name, "name"), product_line=v.text(product_line, "product_line"),
                 list_price=v.money(list_price, "list_price"), currency=v.currency(currency), actor=actor,
@@ -377,7 +379,7 @@ class SalesPlanning(Application[UUID]):
         account_id = id or uuid4()
 
         def make(at: datetime) -> Account:
-            self._check_new(Account, account_id)
+            self._check_new(Account, account_id, given=id)
             return Account.add(
                 id=account_id, name=v.text(name, "name"), segment=v.text(segment, "segment"),
                 region=v.text(region, "region"), actor=actor, effective_at=at,
@@ -406,7 +408,7 @@ class SalesPlanning(Application[UUID]):
         plan_id = id or uuid4()
 
         def make(at: datetime) -> Plan:
-            self._check_new(Plan, plan_id)
+            self._check_new(Plan, plan_id, given=id)
             self.active_unit(unit_id)
             return Plan.draft(id=plan_id, name=name, span=span, currency=currency, unit_id=unit_id, actor=actor,
                               effective_at=at)
@@ -521,7 +523,7 @@ class SalesPlanning(Application[UUID]):
         task_id = id or uuid4()
 
         def make(at: datetime) -> Task:
-            self._check_new(Task, task_id)
+            self._check_new(Task, task_id, given=id)
             self.active_member(assignee_id, "assignee_id")
             if target_id is not None and plan_id is None:
                 raise RuleViolation("task.target_without_plan", "a task for a target names its plan", "plan_id")
@@ -593,7 +595,7 @@ class SalesPlanning(Application[UUID]):
         deal_id = id or uuid4()
 
         def make(at: datetime) -> Deal:
-            self._check_new(Deal, deal_id)
+            self._check_new(Deal, deal_id, given=id)
             self.active_member(owner_id, "owner_id")
             product = self.get(Product, product_id, "product_id")
             account = self.get(Account, account_id, "account_id") if account_id is not None else None
@@ -683,7 +685,7 @@ class SalesPlanning(Application[UUID]):
         activity_id = id or uuid4()
 
         def make(at: datetime) -> Activity:
-            self._check_new(Activity, activity_id)
+            self._check_new(Activity, activity_id, given=id)
             self.active_member(member_id)
             if deal_id is not None:
                 self.get(Deal, deal_id, "deal_id")
