@@ -51,9 +51,10 @@ from sqlalchemy.engine import Connection
 from domain import values as v
 from domain.errors import NotFound, RuleViolation, ValidationError
 from domain.persistence import IMMEDIATE, Database
-from projections.analytics import Org, StalledDeal, check_at, stalled_deals
+from projections.analytics import StalledDeal, check_at, stalled_deals
 from projections.engine import tracking_table
 from projections.history import Cut
+from projections.pipeline import Organisation as PipelineOrganisation
 from projections.pipeline import TaskView, tasks
 from projections.progress import LIVE as PROGRESS
 from projections.progress import Organisation, ProgressConfig, ProgressRow, progress
@@ -244,7 +245,7 @@ def evaluate_alerts(conn: Connection, *, at: datetime, position: int, config: Al
     cut = Cut(position, at)
     check_at(cut, at)
     candidates = _target_alerts(conn, cut, at, config)
-    org = Org(conn, cut, at)
+    org = PipelineOrganisation(conn, cut, at)
     for deal in stalled_deals(conn, cut=cut, at=at, after_days=config.stalled_after_days):
         candidates.append(_stalled_alert(deal, org.unit_of(deal.owner_id, at)))
     overdue_before = at.date() - timedelta(days=config.overdue_grace_days)

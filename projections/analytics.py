@@ -35,7 +35,6 @@ product line, region and segment it was opened with.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
@@ -51,7 +50,7 @@ from domain import values as v
 from domain.errors import ValidationError
 from projections.history import Cut
 from projections.pipeline import LIVE as PIPELINE
-from projections.pipeline import PipelineProjection
+from projections.pipeline import Organisation, PipelineProjection
 
 GroupBy = Literal["unit", "member", "product_line", "region", "segment"]
 GROUP_BYS: Final = ("unit", "member", "product_line", "region", "segment")
@@ -115,51 +114,6 @@ class Funnel:
     unit_id: UUID | None
     stalled_after_days: int
     groups: list[FunnelGroup]
-
-
-# --- the organisation, as the pipeline projection knows it ---------------------------------------
-
-
-class Org:
-    """The unit tree at ``at``, every member's unit over time and the names, as visible at a cut."""
-
-    def __init__(self, conn: Connection, cut: Cut, at: datetime, tables: PipelineProjection = PIPELINE) -> None:
-        t = tables
-        tree_cut = Cut(cut.position, at if cut.as_of is None else min(at, cut.as_of))
-        self.children: dict[UUID, list[UUID]] = defaultdict(list)
-        self.unit_names: dict[UUID, str] = {}
-        for row in conn.execute(sa.select(t.units.c.unit_id, t.units.c.parent_id, t.units.c.name)
-                                .where(tree_cut.where(t.units))):
-            self.unit_names[row.unit_id] = row.name
-            if row.parent_id is not None:
-                self.children[row.parent_id].append(row.unit_id)
-        m = t.members.c
-        visible = m.position <= cut.position if cut.as_of is None else sa.and_(
-            m.position <= cut.position, m.effective_at <= cut.as_of)
-        self.memberships: dict[UUID, list[tuple[datetime, UUID]]] = defaultdict(list)
-        self.member_names: dict[UUID, str] = {}
-        for row in conn.execute(sa.select(m.member_id, m.effective_at, m.unit_id, m.name).where(visible)
-                                .order_by(m.member_id, m.position)):
-            self.memberships[row.member_id].append((row.effective_at, row.unit_id))
-            self.member_names[row.member_id] = row.name
-
-    def unit_of(self, member_id: UUID, when: datetime) -> UUID | None:
-        history = self.memberships.get(member_id)
-        if not history:
-            return None
-        i = bisect.bisect_right(history, when, key=lambda h: h[0])
-        # Before the member was added (back-dated facts) they count in their first unit.
-        return history[i - 1][1] if i > 0 else history[0][1]
-
-    def subtree(self, unit_id: UUID) -> set[UUID]:
-        found = {unit_id}
-        stack = [unit_id]
-        while stack:
-            for child in self.children.get(stack.pop(), []):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return found
 
 
 # --- shared checks and helpers ----------------------------------------------------------------------
@@ -267,7 +221,7 @@ def funnel(
         raise ValidationError("query.stalled_after_days", "stalled_after_days must be at least 1", "stalled_after_days")
     t = tables
     d, s = t.deals.c, t.stays.c
-    org = Org(conn, cut, at, t)
+    org = Organisation(conn, cut, at, t)
 
     # Only deals with something in the span, or open now (stalled), can contribute.
     moved_in_span = sa.select(s.deal_id).where(stays_visible(cut, t.stays), sa.or_(
@@ -301,7 +255,7 @@ def funnel(
                   group_by=group_by, unit_id=unit_id, stalled_after_days=stalled_after_days, groups=groups)
 
 
-def _grouping(group_by: str | None, org: Org, at: datetime) -> tuple[Callable[[Any], str], Callable[[str], str]]:
+def _grouping(group_by: str | None, org: Organisation, at: datetime) -> tuple[Callable[[Any], str], Callable[[str], str]]:
     if group_by is None:
         return (lambda _deal: ALL), (lambda _key: ALL)
     if group_by == "unit":

@@ -418,7 +418,7 @@ def pipeline_deals(
     if unit_id is None:
         rows = list(conn.execute(query.limit(limit)).mappings())
     else:
-        org = _Organisation(conn, cut, at, t)
+        org = Organisation(conn, cut, at, t)
         within = org.subtree(unit_id)
         owners = org.members_ever_in(within)
         if not owners:
@@ -460,7 +460,7 @@ def stage_summary(
     d = t.deals.c
     query = sa.select(d.owner_id, d.currency, d.amount, d.stage, d.stage_entered_at, d.closed_at).where(
         cut.where(t.deals))
-    org = _Organisation(conn, cut, at, t) if unit_id is not None else None
+    org = Organisation(conn, cut, at, t) if unit_id is not None else None
     within: set[UUID] = set()
     if org is not None and unit_id is not None:
         within = org.subtree(unit_id)
@@ -507,7 +507,7 @@ def tasks(
         query = query.where(c.status == "open", c.due < today)
     rows = list(conn.execute(query.order_by(c.due, c.task_id)).mappings())
     if unit_id is not None:
-        org = _Organisation(conn, cut, at, t)
+        org = Organisation(conn, cut, at, t)
         within = org.subtree(unit_id)
         rows = [r for r in rows if org.unit_of(r["assignee_id"], at) in within]
     return [
@@ -534,7 +534,7 @@ def task_summary(
         tally[row.status] += 1
         if row.status == "open" and row.due < today:
             tally["overdue"] += 1
-    org = _Organisation(conn, cut, at, t)
+    org = Organisation(conn, cut, at, t)
     within = org.subtree(unit_id) if unit_id is not None else None
     m = t.members.c
     names = {
@@ -622,32 +622,35 @@ def _with_stays(conn: Connection, rows: Sequence[Any], cut: Cut, at: datetime, t
     ]
 
 
-class _Organisation:
-    """The unit tree (at ``at``) and every member's unit over time, as visible at a cut."""
+class Organisation:
+    """The unit tree at ``at``, every member's unit over time and the names, as visible at a cut."""
 
-    def __init__(self, conn: Connection, cut: Cut, at: datetime, t: PipelineProjection) -> None:
+    def __init__(self, conn: Connection, cut: Cut, at: datetime, tables: PipelineProjection | None = None) -> None:
+        t = tables or LIVE
         tree_cut = Cut(cut.position, at if cut.as_of is None else min(at, cut.as_of))
         self.children: dict[UUID, list[UUID]] = defaultdict(list)
-        u = t.units.c
-        for row in conn.execute(sa.select(u.unit_id, u.parent_id).where(tree_cut.where(t.units))):
+        self.unit_names: dict[UUID, str] = {}
+        for row in conn.execute(sa.select(t.units.c.unit_id, t.units.c.parent_id, t.units.c.name)
+                                .where(tree_cut.where(t.units))):
+            self.unit_names[row.unit_id] = row.name
             if row.parent_id is not None:
                 self.children[row.parent_id].append(row.unit_id)
-        # Every membership row visible at the cut, in effective order per member (a prefix of its history).
         m = t.members.c
         visible = m.position <= cut.position if cut.as_of is None else sa.and_(
             m.position <= cut.position, m.effective_at <= cut.as_of)
         self.memberships: dict[UUID, list[tuple[datetime, UUID]]] = defaultdict(list)
-        for row in conn.execute(
-            sa.select(m.member_id, m.effective_at, m.unit_id).where(visible).order_by(m.member_id, m.position)
-        ):
+        self.member_names: dict[UUID, str] = {}
+        for row in conn.execute(sa.select(m.member_id, m.effective_at, m.unit_id, m.name).where(visible)
+                                .order_by(m.member_id, m.position)):
             self.memberships[row.member_id].append((row.effective_at, row.unit_id))
+            self.member_names[row.member_id] = row.name
 
-    def unit_of(self, member_id: UUID, at: datetime) -> UUID | None:
+    def unit_of(self, member_id: UUID, when: datetime) -> UUID | None:
         history = self.memberships.get(member_id)
         if not history:
             return None
-        # Before the member was added (a back-dated deal), count them in their first unit.
-        i = bisect.bisect_right(history, at, key=lambda h: h[0])
+        i = bisect.bisect_right(history, when, key=lambda h: h[0])
+        # Before the member was added (back-dated facts) they count in their first unit.
         return history[i - 1][1] if i > 0 else history[0][1]
 
     def subtree(self, unit_id: UUID) -> set[UUID]:

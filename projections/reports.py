@@ -39,9 +39,10 @@ from domain import values as v
 from domain.errors import NotFound, ValidationError
 from projections import alerts as alerts_module
 from projections.alerts import Alert, list_alerts
-from projections.analytics import Org, check_at
+from projections.analytics import check_at
 from projections.history import Cut
 from projections.pipeline import LIVE as PIPELINE
+from projections.pipeline import Organisation
 from projections.progress import LIVE as PROGRESS
 from projections.progress import ProgressConfig, ProgressFilter, ProgressRow, progress
 
@@ -118,7 +119,7 @@ def _report(conn: Connection, subject: str, subject_id: UUID, window: ReportWind
         raise ValidationError("report.not_started", "the report's window has not begun at `at`", "at")
     as_of = min(at, window.end)
     cut = Cut(position, as_of)
-    org = Org(conn, cut, as_of)
+    org = Organisation(conn, cut, as_of)
     if subject == "member":
         if subject_id not in org.member_names:
             raise NotFound("member", subject_id, "member_id")
