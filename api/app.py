@@ -38,8 +38,8 @@ from api.schemas import Problem
 from api.settings import Settings
 from api.tokens import ensure_table
 from domain.persistence import open_database
-from projections import alerts
 from projections.engine import ProjectionEngine
+from projections.processes import alerts
 from projections.registry import all_projections
 
 log = logging.getLogger("salesplan.api")

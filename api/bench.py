@@ -539,9 +539,9 @@ def run_sqlite_bench(config: BenchConfig, say: Callable[[str], None]) -> list[Fi
 
 def as_of_figure(database: Any, head: int, runs: int, label: str) -> Figure:
     """A plan as known halfway through the log (45 days after it was drafted) vs the same plan now."""
+    from projections.folds.progress import LIVE as PROGRESS
     from projections.history import Cut
-    from projections.progress import LIVE as PROGRESS
-    from projections.progress import ProgressFilter, progress
+    from projections.queries.progress import ProgressFilter, progress
 
     with database.engine.connect() as conn:
         # A plan that already existed at the earlier cut: both queries answer about the same targets.

@@ -31,7 +31,7 @@ def _open(settings: Settings) -> Any:
     app = SalesPlanning(open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms))
     engine = ProjectionEngine(app, all_projections(), batch_size=settings.projection_batch_size)
     engine.setup()
-    from projections import alerts
+    from projections.processes import alerts
 
     alerts.setup(app.database)
     return app, engine
@@ -74,7 +74,7 @@ def _alert_loop(app: Any, stop: threading.Event, settings: Settings) -> None:
     """Alerts depend on the passage of time: evaluate them now and then, deliver webhooks often."""
     from datetime import UTC, datetime
 
-    from projections import alerts
+    from projections.processes import alerts, webhooks
 
     log = logging.getLogger("salesplan.alerts")
     next_evaluation = 0.0
@@ -84,7 +84,7 @@ def _alert_loop(app: Any, stop: threading.Event, settings: Settings) -> None:
                 raised = alerts.raise_alerts(app.database, at=datetime.now(UTC))
                 log.info("alerts evaluated: %d open", len(raised))
                 next_evaluation = time.monotonic() + settings.alert_evaluation_seconds
-            alerts.deliver_pending(app.database, now=datetime.now(UTC))
+            webhooks.deliver_pending(app.database, now=datetime.now(UTC))
         except Exception:  # a failed round is retried next round; deliveries stay queued
             log.exception("alert round failed; retrying")
 
@@ -197,7 +197,7 @@ def alerts_evaluate() -> None:
     """Evaluate deviation alerts now (the projection worker also does this periodically)."""
     from datetime import UTC, datetime
 
-    from projections import alerts
+    from projections.processes import alerts
 
     app, engine = _open(Settings())
     engine.catch_up()
@@ -210,10 +210,10 @@ def alerts_deliver() -> None:
     """Deliver queued webhook notifications now (retries keep their backoff)."""
     from datetime import UTC, datetime
 
-    from projections import alerts
+    from projections.processes import webhooks
 
     app, _engine = _open(Settings())
-    console.print(alerts.deliver_pending(app.database, now=datetime.now(UTC)))
+    console.print(webhooks.deliver_pending(app.database, now=datetime.now(UTC)))
 
 
 @cli.command()

@@ -32,10 +32,10 @@ from domain.application import CommandResult, Idempotency, SalesPlanning
 from domain.errors import NotFound
 from domain.organisation import Member
 from domain.persistence import Database
-from projections.clock import position_known_at
 from projections.engine import ProjectionEngine, tracking_table
 from projections.history import Cut
-from projections.progress import ProgressConfig
+from projections.measure.cuts import position_known_at
+from projections.queries.progress import ProgressConfig
 
 MAX_POSITION: Final = 2**62
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from projections.audit import AuditProjection
-from projections.clock import LogClock
 from projections.engine import Projection
-from projections.pipeline import PipelineProjection
-from projections.progress import ProgressProjection
-from projections.revisions import RevisionReasonsProjection
-from projections.versions import PlanVersionsProjection
+from projections.folds.audit import AuditProjection
+from projections.folds.clock import LogClock
+from projections.folds.pipeline import PipelineProjection
+from projections.folds.progress import ProgressProjection
+from projections.folds.revisions import RevisionReasonsProjection
+from projections.folds.versions import PlanVersionsProjection
 
 
 def all_projections() -> list[Projection]:

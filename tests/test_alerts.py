@@ -37,24 +37,26 @@ import pytest
 
 from domain.application import SalesPlanning
 from domain.errors import NotFound, RuleViolation, ValidationError
-from projections.alerts import (
+from projections.processes.alerts import (
     Alert,
     AlertConfig,
-    add_webhook,
     alert_id,
-    backoff,
-    deliver_pending,
     evaluate_alerts,
-    http_send,
     last_run,
     list_alerts,
-    list_deliveries,
-    list_webhooks,
     raise_alerts,
-    set_webhook_active,
     setup,
 )
-from projections.alerts import acknowledge as acknowledge_alert
+from projections.processes.alerts import acknowledge as acknowledge_alert
+from projections.processes.webhooks import (
+    add_webhook,
+    backoff,
+    deliver_pending,
+    http_send,
+    list_deliveries,
+    list_webhooks,
+    set_webhook_active,
+)
 from tests.retro_quarter import RetroQuarter, catch_up
 
 MID_MARCH = datetime(2026, 3, 16, tzinfo=UTC)

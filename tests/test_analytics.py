@@ -21,8 +21,8 @@ import pytest
 
 from domain.application import SalesPlanning
 from domain.errors import ValidationError
-from projections.analytics import Funnel, FunnelGroup, funnel, jsonable
 from projections.history import Cut
+from projections.queries.analytics import Funnel, FunnelGroup, funnel, jsonable
 from tests.retro_quarter import RetroQuarter, at, catch_up
 
 Q1 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))

@@ -97,7 +97,7 @@ def _month_target(api: Api) -> str:
 
 def _alert(api: Api) -> str:
     """An overdue task of Ann's (East Team), evaluated into an open alert."""
-    from projections import alerts
+    from projections.processes import alerts
 
     task = create_task(api, api.world.ann)
     api.services.wait_for(api.head())
@@ -106,9 +106,9 @@ def _alert(api: Api) -> str:
 
 
 def _webhook(api: Api) -> str:
-    from projections import alerts
+    from projections.processes import webhooks
 
-    return str(alerts.add_webhook(api.services.database, url="https://example.com/hooks", secret="s" * 20).id)
+    return str(webhooks.add_webhook(api.services.database, url="https://example.com/hooks", secret="s" * 20).id)
 
 
 def _deal(api: Api, stage: str = "lead") -> str:

@@ -19,7 +19,10 @@ from domain.errors import NotFound, ValidationError
 from domain.organisation import Member
 from domain.plan import Plan
 from domain.values import ADDITIVE_METRICS, METRICS, Period
-from projections.attribution import (
+from projections.engine import ProjectionEngine
+from projections.folds.progress import LIVE
+from projections.history import Cut
+from projections.queries.attribution import (
     OTHER,
     PRECEDENCE,
     SEQUENCE,
@@ -29,11 +32,9 @@ from projections.attribution import (
     known_cut,
     version_cut,
 )
-from projections.engine import ProjectionEngine
-from projections.history import Cut
-from projections.progress import LIVE, Organisation, ProgressConfig, ProgressFilter, progress
+from projections.queries.progress import Organisation, ProgressConfig, ProgressFilter, progress
+from projections.queries.replay import covering_targets, standing
 from projections.registry import all_projections
-from projections.replay import covering_targets, standing
 from tests.history_generator import generate_history
 from tests.test_replay import NOW, RecordedClock, RetroQuarter, end_of
 

@@ -25,18 +25,11 @@ from domain.organisation import Member, Unit
 from domain.plan import Plan
 from domain.task import Task
 from domain.values import Scope
-from projections import audit
-from projections.audit import (
-    AuditRow,
-    Subject,
-    audit_history,
-    audit_rows,
-    decode_cursor,
-    encode_cursor,
-    event_changes,
-)
 from projections.engine import LIVE as RUNNING
 from projections.engine import Envelope, Projection, ProjectionEngine
+from projections.folds import audit
+from projections.folds.audit import AuditRow, Subject, audit_rows, event_changes
+from projections.queries.audit import audit_history, decode_cursor, encode_cursor
 from projections.registry import all_projections
 from tests.history_generator import generate_history
 

@@ -15,7 +15,7 @@ from domain.application import SalesPlanning
 from domain.deal import Activity
 from domain.persistence import Database, open_database
 from projections.engine import FAILED, LIVE, Envelope, PositionMoved, Projection, ProjectionEngine, tracking_table
-from projections.progress import ProgressProjection
+from projections.folds.progress import ProgressProjection
 from projections.registry import all_projections
 
 START = datetime(2025, 3, 1, tzinfo=UTC)

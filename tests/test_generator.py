@@ -14,7 +14,7 @@ from domain.application import SalesPlanning
 from domain.persistence import close_database, open_database
 from projections.engine import ProjectionEngine
 from projections.history import Cut
-from projections.progress import progress
+from projections.queries.progress import progress
 from projections.registry import all_projections
 
 

@@ -26,8 +26,9 @@ from domain.application import SalesPlanning
 from domain.catalogue import Product
 from domain.values import Scope
 from projections.engine import ProjectionEngine
+from projections.folds.progress import LIVE
 from projections.history import Cut
-from projections.progress import LIVE, ProgressFilter, ProgressRow, progress
+from projections.queries.progress import ProgressFilter, ProgressRow, progress
 from projections.registry import all_projections
 
 # The shared data folder sits beside the repository (../shared), on a developer's machine and in CI.

@@ -26,20 +26,14 @@ from domain.errors import ValidationError
 from domain.organisation import Member, Unit
 from domain.task import Task
 from projections.engine import ProjectionEngine
+from projections.folds.pipeline import LIVE, evolve_deal, evolve_member, evolve_stay, evolve_task, evolve_unit, stage_entered
 from projections.history import Cut
-from projections.pipeline import (
-    LIVE,
+from projections.queries.pipeline import (
     MemberTaskSummary,
     PipelineDeal,
     StageStay,
     deal_detail,
-    evolve_deal,
-    evolve_member,
-    evolve_stay,
-    evolve_task,
-    evolve_unit,
     pipeline_deals,
-    stage_entered,
     stage_summary,
     task_summary,
     tasks,

@@ -14,16 +14,9 @@ from domain.deal import Deal
 from domain.organisation import Member
 from domain.values import Scope
 from projections.engine import ProjectionEngine
+from projections.folds.progress import evolve_deal, evolve_member
 from projections.history import Cut
-from projections.progress import (
-    ProgressConfig,
-    ProgressFilter,
-    ProgressRow,
-    evolve_deal,
-    evolve_member,
-    pace_status,
-    progress,
-)
+from projections.queries.progress import ProgressConfig, ProgressFilter, ProgressRow, pace_status, progress
 from projections.registry import all_projections
 
 

@@ -22,12 +22,12 @@ from domain.application import CommandResult, SalesPlanning
 from domain.errors import NotFound, RuleViolation, ValidationError
 from domain.plan import Plan
 from domain.values import Period, Scope
-from projections.baseline import BaselineReport, plan_baseline
 from projections.engine import ProjectionEngine
+from projections.folds.revisions import LIVE as REASONS
+from projections.folds.revisions import RevisionEntry, revision_entries
+from projections.queries.baseline import BaselineReport, plan_baseline
+from projections.queries.replay import QuarterReplay, ReplayStep, quarter_replay, step_bounds
 from projections.registry import all_projections
-from projections.replay import QuarterReplay, ReplayStep, quarter_replay, step_bounds
-from projections.revisions import LIVE as REASONS
-from projections.revisions import RevisionEntry, revision_entries
 
 
 def at(month: int, day: int, hour: int = 9) -> datetime:

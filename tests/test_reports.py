@@ -31,9 +31,9 @@ import pytest
 
 from domain.application import SalesPlanning
 from domain.errors import NotFound, ValidationError
-from projections.alerts import AlertConfig, raise_alerts, setup
-from projections.analytics import jsonable
-from projections.reports import burnup, burnup_svg, member_report, report_csv, report_window, unit_report
+from projections.processes.alerts import AlertConfig, raise_alerts, setup
+from projections.queries.analytics import jsonable
+from projections.queries.reports import burnup, burnup_svg, member_report, report_csv, report_window, unit_report
 from tests.retro_quarter import RetroQuarter, catch_up
 
 MID_MARCH = datetime(2026, 3, 16, tzinfo=UTC)

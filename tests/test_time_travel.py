@@ -22,10 +22,10 @@ from domain.deal import Activity, Deal
 from domain.organisation import Member, Unit
 from domain.plan import Plan
 from domain.values import OPEN_STAGES, Period
-from projections.clock import position_known_at
 from projections.engine import ProjectionEngine
 from projections.history import Cut
-from projections.progress import ProgressConfig, ProgressFilter, progress
+from projections.measure.cuts import position_known_at
+from projections.queries.progress import ProgressConfig, ProgressFilter, progress
 from projections.registry import all_projections
 from tests.history_generator import generate_history
 

@@ -20,26 +20,29 @@ import pytest
 from domain.application import SalesPlanning
 from domain.plan import Plan
 from domain.values import ADDITIVE_METRICS, Scope
-from projections import versions
-from projections.history import Cut
-from projections.progress import ProgressFilter, progress
-from projections.versions import (
+from projections.folds import versions as version_folds
+from projections.folds.versions import (
     ADDED,
     DECOMPOSED,
     REMOVED,
     REVISED,
+    VersionTarget,
+    evolve_working,
+    snapshot,
+    working_changes,
+)
+from projections.history import Cut
+from projections.queries import versions
+from projections.queries.progress import ProgressFilter, progress
+from projections.queries.versions import (
     MetricTotal,
     VersionNotFound,
-    VersionTarget,
     actuals_for_targets,
     compare_versions,
     compare_with_actuals,
-    evolve_working,
     list_versions,
     metric_totals,
-    snapshot,
     version_tree,
-    working_changes,
 )
 from tests.history_generator import generate_history
 from tests.test_audit import MARIA, at, caught_up, dump, log_of, projected, tell_story
@@ -255,7 +258,7 @@ def test_changes_after_the_last_publication_prepare_the_next_version(app: SalesP
     caught_up(engine)
     with connect(app) as conn:
         v2 = version_tree(conn, s.plan, 2)
-        rows = conn.execute(versions.LIVE.working.select().where(versions.LIVE.working.c.plan_id == s.plan))
+        rows = conn.execute(version_folds.LIVE.working.select().where(version_folds.LIVE.working.c.plan_id == s.plan))
         working = {r.target_id: (r.committed, r.stretch) for r in rows}
         pending = versions.changes_between(conn, s.plan, v2.version.position, engine.head())
     assert working == {t.target_id: (t.committed, t.stretch) for t in v2.targets} | {
@@ -317,7 +320,7 @@ def fold_versions(app: SalesPlanning) -> dict[tuple[UUID, int], list[VersionTarg
         e = envelope.event
         if isinstance(e, Plan.Published):
             frozen[(e.originator_id, e.version)] = snapshot(trees[e.originator_id])
-        elif isinstance(e, versions.TARGET_EVENTS):
+        elif isinstance(e, version_folds.TARGET_EVENTS):
             trees[e.originator_id] = evolve_working(trees[e.originator_id], e)
     return frozen
 
@@ -325,7 +328,7 @@ def fold_versions(app: SalesPlanning) -> dict[tuple[UUID, int], list[VersionTarg
 def test_incremental_processing_and_a_rebuild_give_identical_rows(app: SalesPlanning) -> None:
     engine = projected(app)
     s = tell_story(app, step=lambda: caught_up(engine))
-    tables = versions.LIVE.tables
+    tables = version_folds.LIVE.tables
     live = dump(app, tables)
     assert {len(rows) for rows in live.values()} >= {2, 10}
     engine.rebuild("plan_version")
@@ -354,9 +357,9 @@ def test_small_batches_and_a_rebuild_agree_on_a_long_history(app: SalesPlanning)
                           reason="weekly tuning", actor="cfo", effective_at=when)
 
     s = tell_story(app, step=meanwhile_on_the_other_plan)
-    engine = projected(app, batch_size=3, projections=[versions.PlanVersionsProjection()])
+    engine = projected(app, batch_size=3, projections=[version_folds.PlanVersionsProjection()])
     caught_up(engine)
-    tables = versions.LIVE.tables
+    tables = version_folds.LIVE.tables
     live = dump(app, tables)
     engine.rebuild("plan_version")
     assert dump(app, tables) == live

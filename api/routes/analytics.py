@@ -31,11 +31,11 @@ from api.deps import (
 )
 from api.errors import PROBLEM_RESPONSES, ApiProblem
 from domain.errors import NotFound
-from projections import alerts
-from projections.analytics import funnel
+from projections.folds.progress import LIVE as PROGRESS
 from projections.history import Cut
-from projections.progress import LIVE as PROGRESS
-from projections.reports import Burnup, Report, burnup, burnup_svg, member_report, report_csv, unit_report
+from projections.processes import alerts, webhooks
+from projections.queries.analytics import funnel
+from projections.queries.reports import Burnup, Report, burnup, burnup_svg, member_report, report_csv, unit_report
 
 router = APIRouter(tags=["analytics"], responses=PROBLEM_RESPONSES)
 
@@ -173,7 +173,7 @@ def acknowledge_alert(alert_id: UUID, services: ServicesDep, guard: GuardDep, pr
 def add_webhook(body: s.AddWebhook, services: ServicesDep, guard: GuardDep) -> s.WebhookOut:
     """Register an endpoint for every alert raised or resolved from now on (deliveries are signed with the secret)."""
     guard.admin()
-    webhook = alerts.add_webhook(services.database, url=body.url, secret=body.secret, active=body.active)
+    webhook = webhooks.add_webhook(services.database, url=body.url, secret=body.secret, active=body.active)
     return s.WebhookOut.model_validate(webhook, from_attributes=True)
 
 
@@ -182,7 +182,7 @@ def list_webhooks(services: ServicesDep, guard: GuardDep) -> s.WebhooksOut:
     """The endpoints (their secrets are never read back)."""
     guard.admin()
     with services.database.engine.connect() as conn:
-        found = alerts.list_webhooks(conn)
+        found = webhooks.list_webhooks(conn)
     return s.WebhooksOut(webhooks=[s.WebhookOut.model_validate(w, from_attributes=True) for w in found])
 
 
@@ -190,7 +190,7 @@ def list_webhooks(services: ServicesDep, guard: GuardDep) -> s.WebhooksOut:
 def change_webhook(webhook_id: UUID, body: s.ChangeWebhook, services: ServicesDep, guard: GuardDep) -> s.WebhookOut:
     """Pause or resume an endpoint; its queued deliveries wait, they are not dropped."""
     guard.admin()
-    webhook = alerts.set_webhook_active(services.database, webhook_id, body.active)
+    webhook = webhooks.set_webhook_active(services.database, webhook_id, body.active)
     return s.WebhookOut.model_validate(webhook, from_attributes=True)
 
 
@@ -200,7 +200,7 @@ def list_deliveries(services: ServicesDep, guard: GuardDep, pending_only: bool =
     """The webhook outbox, oldest first: what was sent, what waits for a retry and why it failed."""
     guard.admin()
     with services.database.engine.connect() as conn:
-        found = alerts.list_deliveries(conn, pending_only=pending_only, alert_id=alert_id, limit=limit)
+        found = webhooks.list_deliveries(conn, pending_only=pending_only, alert_id=alert_id, limit=limit)
     return s.DeliveriesOut(deliveries=[s.DeliveryOut.model_validate(d, from_attributes=True) for d in found])
 
 

@@ -12,8 +12,8 @@ from api import schemas as s
 from api.deps import CutDep, CutQuery, GuardDep, KnownAt, KnownAtPosition, ServicesDep, WaitForPosition, reading
 from api.errors import PROBLEM_RESPONSES, ApiProblem
 from domain.plan import Plan
-from projections.audit import MAX_LIMIT, audit_history
-from projections.versions import VersionNotFound, compare_versions, compare_with_actuals, list_versions, version_tree
+from projections.queries.audit import MAX_LIMIT, audit_history
+from projections.queries.versions import VersionNotFound, compare_versions, compare_with_actuals, list_versions, version_tree
 
 router = APIRouter(tags=["history"], responses=PROBLEM_RESPONSES)
 

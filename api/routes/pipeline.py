@@ -11,7 +11,7 @@ from api import schemas as s
 from api.deps import CutDep, GuardDep, ServicesDep, reading
 from api.errors import PROBLEM_RESPONSES
 from domain.errors import NotFound
-from projections.pipeline import deal_detail, pipeline_deals, stage_summary, task_summary, tasks
+from projections.queries.pipeline import deal_detail, pipeline_deals, stage_summary, task_summary, tasks
 
 router = APIRouter(tags=["pipeline"], responses=PROBLEM_RESPONSES)
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from api import schemas as s
 from api.deps import CutDep, GuardDep, PrincipalDep, ServicesDep, WaitForPosition, reading
 from api.errors import PROBLEM_RESPONSES
-from projections.progress import ProgressFilter, progress
+from projections.queries.progress import ProgressFilter, progress
 
 router = APIRouter(tags=["reads"], responses=PROBLEM_RESPONSES)
 

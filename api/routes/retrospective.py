@@ -20,11 +20,11 @@ from api.deps import CutDep, GuardDep, KnownDep, ServicesDep, reading, stamp
 from api.errors import PROBLEM_RESPONSES, ApiProblem
 from domain import values as v
 from domain.plan import Plan
-from projections.attribution import attribute_change, known_cut, version_cut
-from projections.baseline import plan_baseline
 from projections.history import Cut
-from projections.replay import quarter_replay, step_bounds
-from projections.revisions import revision_reasons
+from projections.queries.attribution import attribute_change, known_cut, version_cut
+from projections.queries.baseline import plan_baseline
+from projections.queries.replay import quarter_replay, step_bounds
+from projections.queries.revisions import revision_reasons
 
 router = APIRouter(tags=["retrospective"], responses=PROBLEM_RESPONSES)
 

@@ -8,7 +8,6 @@ where P(T) is the last position recorded at or before T.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -33,10 +32,3 @@ class LogClock(Projection):
 
     def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
         conn.execute(self.positions.insert(), [{"position": e.position, "recorded_at": e.recorded_at} for e in batch])
-
-
-def position_known_at(conn: Connection, known_at: datetime) -> int:
-    """The last log position recorded at or before ``known_at`` (0 before the first event)."""
-    table = LogClock().positions
-    value = conn.execute(sa.select(sa.func.max(table.c.position)).where(table.c.recorded_at <= known_at)).scalar()
-    return int(value or 0)

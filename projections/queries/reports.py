@@ -37,14 +37,14 @@ from sqlalchemy.engine import Connection
 
 from domain import values as v
 from domain.errors import NotFound, ValidationError
-from projections import alerts as alerts_module
-from projections.alerts import Alert, list_alerts
-from projections.analytics import check_at
+from projections.folds.pipeline import LIVE as PIPELINE
+from projections.folds.progress import LIVE as PROGRESS
 from projections.history import Cut
-from projections.pipeline import LIVE as PIPELINE
-from projections.pipeline import Organisation
-from projections.progress import LIVE as PROGRESS
-from projections.progress import ProgressConfig, ProgressFilter, ProgressRow, progress
+from projections.processes import alerts as alerts_module
+from projections.processes.alerts import Alert, list_alerts
+from projections.queries.analytics import check_at
+from projections.queries.pipeline import Organisation
+from projections.queries.progress import ProgressConfig, ProgressFilter, ProgressRow, progress
 
 _DAY_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TWO: Final = Decimal("0.01")

@@ -48,9 +48,10 @@ from sqlalchemy.engine import Connection
 
 from domain import values as v
 from domain.errors import ValidationError
+from projections.folds.pipeline import LIVE as PIPELINE
+from projections.folds.pipeline import PipelineProjection
 from projections.history import Cut
-from projections.pipeline import LIVE as PIPELINE
-from projections.pipeline import Organisation, PipelineProjection
+from projections.queries.pipeline import Organisation
 
 GroupBy = Literal["unit", "member", "product_line", "region", "segment"]
 GROUP_BYS: Final = ("unit", "member", "product_line", "region", "segment")

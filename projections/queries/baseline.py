@@ -28,10 +28,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from domain import values as v
+from projections.folds.progress import LIVE
 from projections.history import Cut
-from projections.progress import LIVE, Organisation, ProgressConfig, ProgressFilter, _ratio, progress
-from projections.replay import covering_targets, plan_facts, published_versions
-from projections.revisions import RevisionReason, revision_reasons
+from projections.queries.progress import Organisation, ProgressConfig, ProgressFilter, _ratio, progress
+from projections.queries.replay import covering_targets, plan_facts, published_versions
+from projections.queries.revisions import RevisionReason, revision_reasons
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,11 @@ from sqlalchemy.engine import Connection
 
 from domain import values as v
 from domain.errors import NotFound, ValidationError
-from projections.clock import position_known_at
+from projections.folds.progress import LIVE
 from projections.history import Cut
-from projections.progress import LIVE, Organisation, ProgressConfig, _ratio, _round
-from projections.replay import covering_targets, plan_facts, published_versions
+from projections.measure.cuts import position_known_at
+from projections.queries.progress import Organisation, ProgressConfig, _ratio, _round
+from projections.queries.replay import covering_targets, plan_facts, published_versions
 
 TARGET_REVISIONS: Final = "target_revisions"
 LATE_ENTRIES: Final = "late_entries"

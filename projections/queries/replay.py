@@ -36,10 +36,10 @@ from sqlalchemy.engine import Connection
 
 from domain import values as v
 from domain.errors import NotFound, RuleViolation, ValidationError
-from projections.clock import position_known_at
+from projections.folds.progress import LIVE
 from projections.history import Cut
-from projections.progress import (
-    LIVE,
+from projections.measure.cuts import position_known_at
+from projections.queries.progress import (
     Organisation,
     ProgressConfig,
     ProgressFilter,
