@@ -1,16 +1,16 @@
-"""Progress: where every target stands against plan and pace, on both clocks.
+"""The ledger of facts every measurement reads: units, members, plans, targets, deals and activities.
 
-The projection keeps the history of every unit, member, plan, target, deal and activity
-(one row per change, see ``projections.history``). A progress query takes a cut — events
-recorded up to a log position and effective up to a time — reads the rows valid at that cut
-and computes, per target: actual, attainment, expected to date, pace, gap, weighted open
-pipeline, forecast and coverage. "Now" and "31 March as known on 31 March" are the same
-query with different cut-offs.
+The projection keeps the history of each of them (one row per change, see
+``projections.history``), so that any cut — events recorded up to a log position and
+effective up to a time — is an indexed filter. It only folds; the questions asked of these
+tables (progress, versions against actuals, replays, attribution, reports, alerts) are
+answered by ``projections.measure`` and ``projections.queries``.
 
-Actuals follow DOMAIN.md: revenue is the sum of won amounts, deals won and new deals count
-deals closed won / opened in the period, activities count logged activities; a deal counts
-for the unit its owner belonged to when it was won (opened, for new deals), so moving a
-member mid-quarter never rewrites history.
+What the measurement needs is kept explicitly: the member a new deal counts for
+(``opened_by``: its owner when it opened), amounts also as integer cents so that sums run
+exactly in the database on every backend, and when each membership row starts placing the
+member (``valid_from``; the first row also places facts back-dated to before the member
+was added).
 """
 
 from __future__ import annotations
@@ -72,28 +72,36 @@ def evolve_target(state: State, event: Any) -> State:
 def evolve_deal(state: State | None, event: Any) -> State:
     if isinstance(event, Deal.Opened):
         return {
-            "name": event.name, "owner_id": event.owner_id, "account_id": event.account_id,
-            "product_id": event.product_id, "product_line": event.product_line, "region": event.region,
-            "segment": event.segment, "currency": event.currency, "amount": event.amount, "stage": event.stage,
-            "expected_close": event.expected_close, "opened_at": event.effective_at, "closed_at": None,
+            "name": event.name, "owner_id": event.owner_id, "opened_by": event.owner_id,
+            "account_id": event.account_id, "product_id": event.product_id, "product_line": event.product_line,
+            "region": event.region, "segment": event.segment, "currency": event.currency,
+            **_amount(event.amount), "stage": event.stage, "expected_close": event.expected_close,
+            "opened_at": event.effective_at, "closed_at": None, "stage_entered_at": event.effective_at,
+            "last_stage_change_at": None,
         }
     assert state is not None
-    if isinstance(event, Deal.StageChanged):
-        return {**state, "stage": event.stage}
     if isinstance(event, Deal.AmountChanged):
-        return {**state, "amount": event.amount}
+        return {**state, **_amount(event.amount)}
     if isinstance(event, Deal.ExpectedCloseChanged):
         return {**state, "expected_close": event.expected_close}
     if isinstance(event, Deal.Reassigned):
         return {**state, "owner_id": event.owner_id}
+    moved = {**state, "stage_entered_at": event.effective_at, "last_stage_change_at": event.effective_at}
+    if isinstance(event, Deal.StageChanged):
+        return {**moved, "stage": event.stage}
     if isinstance(event, Deal.Won):
-        return {**state, "stage": "won", "amount": event.amount, "owner_id": event.owner_id,
+        return {**moved, "stage": "won", **_amount(event.amount), "owner_id": event.owner_id,
                 "closed_at": event.effective_at}
     if isinstance(event, Deal.Lost):
-        return {**state, "stage": "lost", "closed_at": event.effective_at}
+        return {**moved, "stage": "lost", "closed_at": event.effective_at}
     if isinstance(event, Deal.Reopened):
-        return {**state, "stage": event.stage, "closed_at": None}
+        return {**moved, "stage": event.stage, "closed_at": None}
     raise TypeError(f"unexpected deal event {type(event).__qualname__}")
+
+
+def _amount(amount: Decimal) -> State:
+    # Sums run in the database: integer cents add up exactly on every backend (SQLite has no decimal type).
+    return {"amount": amount, "amount_cents": int(amount * 100)}
 
 
 def evolve_activity(event: Activity.Logged) -> State:
@@ -115,7 +123,7 @@ class ProgressProjection(Projection):
     """Answers "where do we stand": every target's actual, pace and forecast, at any cut."""
 
     name = "progress"
-    fold_version = 1
+    fold_version = 2
     topics = (*UNIT_EVENTS, *MEMBER_EVENTS, *PLAN_EVENTS, *TARGET_EVENTS, *DEAL_EVENTS, Activity.Logged)
 
     def define_tables(self) -> None:
@@ -131,6 +139,9 @@ class ProgressProjection(Projection):
             sa.Column("role", sa.String(20), nullable=False),
             sa.Column("unit_id", sa.Uuid, nullable=False),
             sa.Column("active", sa.Boolean, nullable=False),
+            # From when this row places the member in ``unit_id``: NULL on the first row, which also
+            # places facts back-dated to before the member was added.
+            sa.Column("valid_from", UTCDateTime, nullable=True),
         )
         self.plans = self.table(
             "progress_plans", *history_columns("plan_id"),
@@ -163,6 +174,7 @@ class ProgressProjection(Projection):
             "progress_deals", *history_columns("deal_id"),
             sa.Column("name", sa.String(200), nullable=False),
             sa.Column("owner_id", sa.Uuid, nullable=False),
+            sa.Column("opened_by", sa.Uuid, nullable=False),  # the owner when it opened: new deals count for them
             sa.Column("account_id", sa.Uuid, nullable=True),
             sa.Column("product_id", sa.Uuid, nullable=False),
             sa.Column("product_line", sa.String(200), nullable=False),
@@ -170,18 +182,21 @@ class ProgressProjection(Projection):
             sa.Column("segment", sa.String(200), nullable=False),
             sa.Column("currency", sa.String(3), nullable=False),
             sa.Column("amount", Money, nullable=False),
+            sa.Column("amount_cents", sa.BigInteger, nullable=False),
             sa.Column("stage", sa.String(20), nullable=False),
             sa.Column("expected_close", sa.Date, nullable=False),
             sa.Column("opened_at", UTCDateTime, nullable=False),
             sa.Column("closed_at", UTCDateTime, nullable=True),
-            indexes=[("closed_at",), ("opened_at",), ("expected_close",)],
+            sa.Column("stage_entered_at", UTCDateTime, nullable=False),
+            sa.Column("last_stage_change_at", UTCDateTime, nullable=True),
+            indexes=[("closed_at",), ("opened_at",), ("expected_close",), ("owner_id", "position")],
         )
         self.activities = self.table(
             "progress_activities", *history_columns("activity_id"),
             sa.Column("member_id", sa.Uuid, nullable=False),
             sa.Column("kind", sa.String(20), nullable=False),
             sa.Column("deal_id", sa.Uuid, nullable=True),
-            indexes=[("effective_at",)],
+            indexes=[("effective_at",), ("member_id", "effective_at")],
         )
 
     def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
@@ -198,7 +213,9 @@ class ProgressProjection(Projection):
             if isinstance(e, UNIT_EVENTS):
                 units.append(e.originator_id, evolve_unit(_before(units, e), e), *stamp)
             elif isinstance(e, MEMBER_EVENTS):
-                members.append(e.originator_id, evolve_member(_before(members, e), e), *stamp)
+                before = _before(members, e)
+                members.append(e.originator_id, {**evolve_member(before, e),
+                                                 "valid_from": None if before is None else e.effective_at}, *stamp)
             elif isinstance(e, PLAN_EVENTS):
                 plans.append(e.originator_id, evolve_plan(_before(plans, e), e), *stamp)
             elif isinstance(e, Plan.TargetSet):
