@@ -170,8 +170,20 @@ def generate_history(app: SalesPlanning, *, seed: int, commands: int) -> Generat
                 target = rnd.choice(targets[6:])
                 plan_change(lambda at, t=target: app.remove_target(
                     plan, target_id=t, reason="no longer relevant", actor=actor, effective_at=at))
-            elif roll < 0.97:
+            elif roll < 0.96:
                 plan_change(lambda at: app.publish_plan(plan, actor=actor, effective_at=at))
+            elif roll < 0.97:
+                team = rnd.choice(teams)
+                at = after(team, max_days=40)
+                app.move_unit(team, parent_id=rnd.choice(regions), reason="new territory", actor=actor,
+                              effective_at=at)
+                mark(team, at)
+            elif roll < 0.98 and history.deals:
+                deal = rnd.choice(history.deals)
+                at = after(deal)
+                app.reassign_deal(deal, owner_id=rnd.choice(members), reason="hand-over", actor=actor,
+                                  effective_at=at)
+                mark(deal, at)
             else:
                 member = rnd.choice(members)
                 at = after(member)
