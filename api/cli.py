@@ -81,7 +81,7 @@ def _alert_loop(app: Any, stop: threading.Event, settings: Settings) -> None:
     while not stop.wait(settings.alert_delivery_seconds):
         try:
             if time.monotonic() >= next_evaluation:
-                raised = alerts.raise_alerts(app.database, at=datetime.now(UTC))
+                raised = alerts.raise_alerts(app.database, at=datetime.now(UTC), config=settings.alert_config())
                 log.info("alerts evaluated: %d open", len(raised))
                 next_evaluation = time.monotonic() + settings.alert_evaluation_seconds
             webhooks.deliver_pending(app.database, now=datetime.now(UTC))
@@ -199,9 +199,10 @@ def alerts_evaluate() -> None:
 
     from projections.processes import alerts
 
-    app, engine = _open(Settings())
+    settings = Settings()
+    app, engine = _open(settings)
     engine.catch_up()
-    for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC)):
+    for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC), config=settings.alert_config()):
         console.print(f"{alert.kind:18} {alert.message}")
 
 

@@ -34,8 +34,8 @@ from domain.organisation import Member
 from domain.persistence import Database
 from projections.engine import ProjectionEngine, tracking_table
 from projections.history import Cut
+from projections.measure.arithmetic import MeasureConfig
 from projections.measure.cuts import position_known_at
-from projections.queries.progress import ProgressConfig
 
 MAX_POSITION: Final = 2**62
 
@@ -65,10 +65,8 @@ class Services:
     stop: threading.Event = field(default_factory=threading.Event)
     worker: threading.Thread | None = None
 
-    def progress_config(self) -> ProgressConfig:
-        s = self.settings
-        return ProgressConfig(ahead=s.pace_ahead, on_track=s.pace_on_track, at_risk=s.pace_at_risk,
-                              stage_probabilities=s.stage_probabilities)
+    def measure_config(self) -> MeasureConfig:
+        return self.settings.measure_config()
 
     def wait_for(self, position: int | None, names: Iterable[str] | None = None) -> None:
         """Read-your-writes: block until the projections reach ``position``, within the configured bound."""

@@ -8,6 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.values import DEFAULT_STAGE_PROBABILITIES
+from projections.measure.arithmetic import MeasureConfig
+from projections.processes.alerts import AlertConfig
 
 
 class Settings(BaseSettings):
@@ -37,3 +39,12 @@ class Settings(BaseSettings):
     pace_on_track: Decimal = Decimal("0.95")
     pace_at_risk: Decimal = Decimal("0.80")
     stage_probabilities: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITIES))
+
+    def measure_config(self) -> MeasureConfig:
+        """The pace thresholds and stage probabilities every read and every alert evaluation uses."""
+        return MeasureConfig(ahead=self.pace_ahead, on_track=self.pace_on_track, at_risk=self.pace_at_risk,
+                             stage_probabilities=dict(self.stage_probabilities))
+
+    def alert_config(self) -> AlertConfig:
+        """What the alert evaluations judge by: the same thresholds as /progress."""
+        return AlertConfig(measure=self.measure_config())

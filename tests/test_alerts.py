@@ -37,6 +37,7 @@ import pytest
 
 from domain.application import SalesPlanning
 from domain.errors import NotFound, RuleViolation, ValidationError
+from projections.measure.arithmetic import MeasureConfig
 from projections.processes.alerts import (
     Alert,
     AlertConfig,
@@ -93,7 +94,8 @@ def test_the_mid_march_review_and_the_week_after(app: SalesPlanning, quarter: Re
     east = first[("target_behind", q.east_revenue)]
     assert east.id == alert_id("target_behind", "target", q.east_revenue, "2026-Q1")
     assert (east.owner_id, east.owner_ids, east.unit_id) == (q.mia, (q.mia,), q.east)
-    assert east.details["actual"] == "16000.00" and east.details["expected_to_date"] == "24666.66"
+    # 16 March: 31 + 28 + 15 = 74 of Q1's 90 days; 30,000 × 74/90 = 24,666.666… → 24,666.67.
+    assert east.details["actual"] == "16000.00" and east.details["expected_to_date"] == "24666.67"
     assert east.details["pace"] == "0.6486"
     assert "behind pace" in east.message and "East" in east.message
     assert first[("coverage_low", q.east_revenue)].details["coverage"] == "0.0214"
@@ -139,9 +141,15 @@ def test_the_mid_march_review_and_the_week_after(app: SalesPlanning, quarter: Re
     second = by_key(raise_alerts(db, at=LATE_MARCH, config=CONFIG))
     assert set(second) == {
         ("target_behind", q.east_revenue), ("target_behind", q.cid_won), ("target_behind", q.company_new),
-        ("coverage_low", q.east_revenue), ("coverage_low", q.ann_revenue), ("deal_stalled", q.d6),
-        ("task_overdue", q.t3),
+        ("target_at_risk", q.ann_revenue), ("coverage_low", q.east_revenue), ("coverage_low", q.ann_revenue),
+        ("deal_stalled", q.d6), ("task_overdue", q.t3),
     }
+    # Ann on 25 March: 83 of 90 days, 12,000 × 83/90 = 11,066.67 expected; 10,000 won is a pace of 0.9036,
+    # at risk (0.80 ≤ pace < 0.95): a warning, owned by Ann, in the unit she is in now.
+    at_risk = second[("target_at_risk", q.ann_revenue)]
+    assert (at_risk.details["pace"], at_risk.details["pace_status"], at_risk.details["severity"]) == (
+        "0.9036", "at_risk", "warning")
+    assert (at_risk.owner_id, at_risk.unit_id, at_risk.details["expected_to_date"]) == (q.ann, q.west, "11066.67")
     east = second[("target_behind", q.east_revenue)]
     assert (east.details["pace"], east.raised_at, east.evaluated_at, east.evaluated_position) == (
         "0.5783", MID_MARCH, LATE_MARCH, head)
@@ -158,12 +166,14 @@ def test_the_mid_march_review_and_the_week_after(app: SalesPlanning, quarter: Re
         assert len(list_alerts(conn, open_at=datetime(2026, 3, 20, tzinfo=UTC))) == 8
         run = last_run(conn)
         assert run is not None and (run.at, run.position, run.raised, run.resolved, run.open) == (
-            LATE_MARCH, head, 1, 2, 7)
+            LATE_MARCH, head, 2, 2, 8)
         events = sorted(d.event for d in list_deliveries(conn) if d.created_at == LATE_MARCH)
-        assert events == ["alert.raised", "alert.resolved", "alert.resolved"]
+        assert events == ["alert.raised", "alert.raised", "alert.resolved", "alert.resolved"]
 
-    # A lenient threshold resolves the three pace alerts; back to the usual one, they are raised anew.
-    lenient = AlertConfig(behind_by=Decimal("0.5"), coverage_below=Decimal("0.5"))
+    # Lenient pace thresholds (on track from 0.5) resolve the four pace alerts; back to the usual ones, they
+    # are raised anew. The thresholds are the server's: the same ones /progress judges pace by.
+    lenient = AlertConfig(coverage_below=Decimal("0.5"),
+                          measure=MeasureConfig(on_track=Decimal("0.5"), at_risk=Decimal("0.4")))
     assert len(raise_alerts(db, at=LATE_MARCH, config=lenient)) == 4
     reraised = by_key(raise_alerts(db, at=LATE_MARCH, config=CONFIG))[("target_behind", q.east_revenue)]
     assert (reraised.occurrence, reraised.raised_at, reraised.acknowledged_at, reraised.resolved_at) == (
@@ -238,7 +248,8 @@ def test_deliveries_survive_a_receiver_that_is_down_and_back_off(app: SalesPlann
     q = quarter
     q.second_half()
     catch_up(app)
-    raise_alerts(db, at=LATE_MARCH, config=CONFIG)  # t3 raised, d4 and t1 resolved: three deliveries
+    # t3 raised, Ann's revenue at risk raised, d4 and t1 resolved: four deliveries.
+    raise_alerts(db, at=LATE_MARCH, config=CONFIG)
     set_webhook_active(db, hook.id, False)
     paused = deliver_pending(db, now=LATE_MARCH, send=receiver)
     assert (paused.delivered, paused.failed) == ([], [])
@@ -247,7 +258,7 @@ def test_deliveries_survive_a_receiver_that_is_down_and_back_off(app: SalesPlann
     now = LATE_MARCH
     waits = []
     for _ in range(9):
-        assert len(deliver_pending(db, now=now, send=receiver).failed) == 3
+        assert len(deliver_pending(db, now=now, send=receiver).failed) == 4
         with db.engine.connect() as conn:
             pending = list_deliveries(conn, pending_only=True)
         assert len({d.next_attempt_at for d in pending}) == 1

@@ -6,6 +6,7 @@ import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,6 +23,10 @@ from domain.values import ADDITIVE_METRICS, METRICS, Period
 from projections.engine import ProjectionEngine
 from projections.folds.progress import LIVE
 from projections.history import Cut
+from projections.measure.arithmetic import ratio, rounded
+from projections.measure.facts import METRIC_KINDS, Cell
+from projections.measure.organisation import member_spans, tree_at
+from projections.measure.targets import Rollup, Target, narrowings_of, scope_cell
 from projections.queries.attribution import (
     OTHER,
     PRECEDENCE,
@@ -32,11 +37,12 @@ from projections.queries.attribution import (
     known_cut,
     version_cut,
 )
-from projections.queries.progress import Organisation, ProgressConfig, ProgressFilter, progress
-from projections.queries.replay import covering_targets, standing
+from projections.queries.progress import ProgressFilter, progress
 from projections.registry import all_projections
 from tests.history_generator import generate_history
+from tests.test_measure_core import _expected as brute_force
 from tests.test_replay import NOW, RecordedClock, RetroQuarter, end_of
+from tests.test_time_travel import replay
 
 ZERO = Decimal(0)
 
@@ -177,14 +183,14 @@ def test_a_rolled_up_count_and_a_reassignment_inside_it(app: SalesPlanning, quar
     q = quarter
     result = end_of_february_to_end_of_march(app, q, metric="new_deals")
     assert set(result.a.target_ids) == set(result.b.target_ids) == {q.east_new, q.cid_new}  # 8 + 3
-    # A: East's members opened d1 d2 d4 d5 d8 d9 d12; Cid d3 d7 d11. B adds d6 (late) and d10; d11 is Bob's now.
+    # A: East's members opened d1 d2 d4 d5 d8 d9 d12; Cid d3 d7 d11. B adds d6 (late) and d10.
     assert values(result.a) == (Decimal("11"), Decimal("10"), Decimal("0.9091"), None)
     assert values(result.b) == (Decimal("11"), Decimal("12"), Decimal("1.0909"), None)
     assert parts(result) == {"late_entries": (Decimal("1"), Decimal("0.0909"), None),
                              "new_deals": (Decimal("1"), Decimal("0.0909"), None)}
-    assert causes(result) == {q.d6: "late_entries", q.d10: "new_deals", q.d11: "reassignments"}
-    (moved,) = [c for c in result.contributors if c.id == q.d11]
-    assert moved.actual == ZERO  # it moved from Cid's target to East's, both in the scope
+    # d11 was reassigned to Bob, but a new deal counts for whoever opened it (Cid, at both cuts), and d8's
+    # amount rose, which no count reads: neither changed the company's new deals.
+    assert causes(result) == {q.d6: "late_entries", q.d10: "new_deals"}
     assert_parts_sum(result)
 
 
@@ -232,22 +238,44 @@ def test_attribution_refuses_bad_arguments(app: SalesPlanning, quarter: RetroQua
 # --- generated histories: the parts always add up ---------------------------------------------
 
 
-def progress_standing(conn: Any, cut: Cut, result: Attribution) -> tuple[Any, ...]:
-    """The scope's standing at the cut according to progress itself, rolled up as the replay does."""
+def progress_standing(app: SalesPlanning, conn: Any, cut: Cut, result: Attribution) -> tuple[Any, ...]:
+    """The scope's standing at the cut, from elsewhere: its standing targets as /progress reports them (the
+    roll-up rule), its facts by brute force over the filtered log (``tests.test_measure_core``)."""
+    at = cut.as_of or NOW
     rows = progress(conn, cut=cut, now=NOW, filters=ProgressFilter(
         plan_id=result.plan_id, metric=result.metric, period=result.period)).rows
-    at = cut.as_of or NOW
-    additive = result.metric in ADDITIVE_METRICS
-    org = Organisation(conn, cut)
+    targets = [Target(r.target_id, r.plan_id, r.parent_id, r.metric, r.period, r.window_start, r.window_end,
+                      r.unit_id, r.member_id, r.product_line, r.region, r.segment, r.committed, r.stretch)
+               for r in rows]
+    span = Period.parse(result.period)
     if result.target_id is not None:
-        chosen = [r for r in rows if r.target_id == result.target_id]
-    elif result.member_id is not None:
-        chosen = covering_targets(rows, org, at, member_id=result.member_id, additive=additive)
+        chosen = [x for x in targets if x.target_id == result.target_id]
+        t = LIVE.targets.c
+        own = conn.execute(sa.select(LIVE.targets).where(t.target_id == result.target_id).limit(1)).one()
+        cells = [Cell("own", METRIC_KINDS[result.metric], own.member_id or own.unit_id, span.start_at, span.end_at,
+                      "EUR", own.product_line, own.region, own.segment)]
     else:
-        chosen = covering_targets(rows, org, at, unit_id=result.unit_id or plan_unit(conn, result.plan_id),
-                                  additive=additive)
-    s = standing(chosen, result.metric, Period.parse(result.period), at, ProgressConfig())
-    return s.target or ZERO, s.actual or ZERO, s.attainment, s.forecast, set(s.target_ids)
+        members = {x.member_id for x in targets if x.member_id is not None}
+        rollup = Rollup(targets, tree_at(conn, cut), member_spans(conn, cut.position, members))
+        window = (result.metric, span.start_at, span.end_at)
+        owner = result.member_id or result.unit_id or plan_unit(conn, result.plan_id)
+        chosen = rollup.covering(window, member_id=owner) if result.member_id else rollup.covering(window,
+                                                                                                  unit_id=owner)
+        cells = [scope_cell(f"s{i}", result.metric, owner, span.start_at, span.end_at, "EUR", n)
+                 for i, n in enumerate(narrowings_of(chosen))]
+    replayed = replay(app, cut.position, cut.as_of)
+    figures = [brute_force(replayed, c, at) for c in cells]
+    target = sum((x.committed for x in chosen), ZERO)
+    if result.metric in ADDITIVE_METRICS:
+        actual = sum((f[result.metric] or Fraction(0) for f in figures), Fraction(0))
+    else:
+        (only,) = figures
+        actual = only[result.metric] or Fraction(0)
+    weighted = {"revenue": "weighted_revenue", "deals_won": "weighted_deals"}.get(result.metric)
+    forecast = None if weighted is None else rounded(
+        result.metric, actual + sum((f[weighted] or Fraction(0) for f in figures), Fraction(0)))
+    attainment = ratio(actual / Fraction(target)) if target else None
+    return target, rounded(result.metric, actual), attainment, forecast, {x.target_id for x in chosen}
 
 
 def plan_unit(conn: Any, plan_id: UUID) -> UUID:
@@ -319,7 +347,7 @@ def test_the_parts_add_up_exactly_for_random_pairs_of_cuts(app: SalesPlanning, s
                 continue
             assert_parts_sum(result)
             for cut, end in ((a, result.a), (b, result.b)):
-                assert progress_standing(conn, cut, result) == (
+                assert progress_standing(app, conn, cut, result) == (
                     end.target, end.actual, end.attainment, end.forecast, set(end.target_ids)), (cut, scope)
             assert all(c.cause in PRECEDENCE and c.cause != OTHER for c in result.contributors)
             seen.update(c.cause for c in result.contributors)

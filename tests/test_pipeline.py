@@ -26,7 +26,9 @@ from domain.errors import ValidationError
 from domain.organisation import Member, Unit
 from domain.task import Task
 from projections.engine import ProjectionEngine
-from projections.folds.pipeline import LIVE, evolve_deal, evolve_member, evolve_stay, evolve_task, evolve_unit, stage_entered
+from projections.folds.organisation import evolve_member, evolve_unit
+from projections.folds.pipeline import LIVE, evolve_stay, evolve_task, stage_entered
+from projections.folds.progress import evolve_deal
 from projections.history import Cut
 from projections.queries.pipeline import (
     MemberTaskSummary,

@@ -16,7 +16,8 @@ from domain.values import Scope
 from projections.engine import ProjectionEngine
 from projections.folds.progress import evolve_deal, evolve_member
 from projections.history import Cut
-from projections.queries.progress import ProgressConfig, ProgressFilter, ProgressRow, pace_status, progress
+from projections.measure.arithmetic import MeasureConfig, pace_status
+from projections.queries.progress import ProgressFilter, ProgressRow, progress
 from projections.registry import all_projections
 
 
@@ -93,7 +94,7 @@ def quarter(app: SalesPlanning) -> Quarter:
     return Quarter(app)
 
 
-def rows_at(app: SalesPlanning, cut: Cut, config: ProgressConfig = ProgressConfig()) -> dict[UUID, ProgressRow]:
+def rows_at(app: SalesPlanning, cut: Cut, config: MeasureConfig = MeasureConfig()) -> dict[UUID, ProgressRow]:
     engine = ProjectionEngine(app, all_projections())
     engine.setup()
     engine.catch_up()
@@ -164,7 +165,7 @@ def test_a_late_entry_changes_the_past_as_known_today_but_not_as_known_then(app:
 
 
 def test_pace_thresholds_are_configurable(app: SalesPlanning, quarter: Quarter) -> None:
-    lenient = ProgressConfig(ahead=Decimal("2"), on_track=Decimal("0.8"), at_risk=Decimal("0.5"))
+    lenient = MeasureConfig(ahead=Decimal("2"), on_track=Decimal("0.8"), at_risk=Decimal("0.5"))
     rows = rows_at(app, Cut(head(app), MID_MARCH), lenient)
     assert rows[quarter.east_revenue].pace_status == "on_track"
     assert rows[quarter.ann_revenue].pace_status == "on_track"
@@ -184,9 +185,10 @@ def test_filters_by_unit_member_period_and_metric(app: SalesPlanning, quarter: Q
     assert ids(member_id=quarter.ann) == {quarter.ann_revenue, quarter.ann_calls}
     assert ids(period="2026-01") == {quarter.ann_calls}
     assert ids(metric="win_rate") == {quarter.win_rate}
-    # East's own target; Ann's targets follow her to West.
-    assert ids(unit_id=quarter.east) == {quarter.east_revenue}
-    assert ids(unit_id=quarter.west) == {quarter.ann_revenue, quarter.ann_calls}
+    # East's own target, and Ann's: a member's target belongs to the unit she was in when its period began
+    # (1 January), as every roll-up places it, so her move on 20 February moves no target to West.
+    assert ids(unit_id=quarter.east) == {quarter.east_revenue, quarter.ann_revenue, quarter.ann_calls}
+    assert ids(unit_id=quarter.west) == set()
     assert ids(plan_id=uuid4()) == set()
 
 

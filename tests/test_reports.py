@@ -70,8 +70,9 @@ def test_east_in_week_six(app: SalesPlanning, told: tuple[RetroQuarter, int]) ->
     targets = {r.target_id: r for r in report.targets}
     assert set(targets) == {q.east_revenue, q.ann_revenue}
     east = targets[q.east_revenue]
+    # 9 February is 31 + 8 = 39 of Q1's 90 days: 30,000 × 39/90 = 13,000.00 expected; 10,000 / 13,000 = 0.7692.
     assert (east.actual, east.expected_to_date, east.pace, east.pace_status) == (
-        Decimal("10000.00"), Decimal("12999.99"), Decimal("0.7692"), "behind")
+        Decimal("10000.00"), Decimal("13000.00"), Decimal("0.7692"), "behind")
     ann = targets[q.ann_revenue]
     assert (ann.expected_to_date, ann.pace, ann.pace_status) == (Decimal("5200.00"), Decimal("1.9231"), "ahead")
     assert report.open_alerts == []
@@ -92,7 +93,8 @@ def test_ann_on_the_twentieth_of_march(app: SalesPlanning, told: tuple[RetroQuar
     assert (report.tasks_done, report.tasks_overdue) == (1, 0)
     [revenue] = report.targets
     assert (revenue.target_id, revenue.actual, revenue.expected_to_date, revenue.pace, revenue.pace_status) == (
-        q.ann_revenue, Decimal("10000.00"), Decimal("10533.34"), Decimal("0.9494"), "at_risk")
+        # 21 March: 31 + 28 + 20 = 79 of 90 days; 12,000 × 79/90 = 10,533.33 (10,533.333…); 10,000 / that = 0.9494.
+        q.ann_revenue, Decimal("10000.00"), Decimal("10533.33"), Decimal("0.9494"), "at_risk")
     assert sorted((a.kind, a.subject_id) for a in report.open_alerts) == [
         ("coverage_low", q.ann_revenue), ("task_overdue", q.t1)]
 

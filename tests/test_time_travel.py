@@ -24,8 +24,9 @@ from domain.plan import Plan
 from domain.values import OPEN_STAGES, Period
 from projections.engine import ProjectionEngine
 from projections.history import Cut
+from projections.measure.arithmetic import MeasureConfig
 from projections.measure.cuts import position_known_at
-from projections.queries.progress import ProgressConfig, ProgressFilter, progress
+from projections.queries.progress import ProgressFilter, progress
 from projections.registry import all_projections
 from tests.history_generator import generate_history
 
@@ -36,6 +37,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 class Replayed:
     aggregates: dict[UUID, Any]
     opened_at: dict[UUID, datetime]
+    opened_by: dict[UUID, UUID]
     closed_at: dict[UUID, datetime]
     memberships: dict[UUID, list[tuple[datetime, UUID]]]
 
@@ -43,6 +45,7 @@ class Replayed:
 def replay(app: SalesPlanning, position: int, as_of: datetime | None) -> Replayed:
     aggregates: dict[UUID, Any] = {}
     opened_at: dict[UUID, datetime] = {}
+    opened_by: dict[UUID, UUID] = {}
     closed_at: dict[UUID, datetime] = {}
     memberships: dict[UUID, list[tuple[datetime, UUID]]] = defaultdict(list)
     for n in app.recorder.select_notifications(start=1, limit=10**9, stop=position):
@@ -52,13 +55,14 @@ def replay(app: SalesPlanning, position: int, as_of: datetime | None) -> Replaye
         aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
         if isinstance(event, Deal.Opened):
             opened_at[event.originator_id] = event.effective_at
+            opened_by[event.originator_id] = event.owner_id
         elif isinstance(event, (Deal.Won, Deal.Lost)):
             closed_at[event.originator_id] = event.effective_at
         elif isinstance(event, Deal.Reopened):
             closed_at.pop(event.originator_id, None)
         elif isinstance(event, Member.Added | Member.Moved):
             memberships[event.originator_id].append((event.effective_at, event.unit_id))
-    return Replayed(aggregates, opened_at, closed_at, memberships)
+    return Replayed(aggregates, opened_at, opened_by, closed_at, memberships)
 
 
 def expected_actuals(r: Replayed, as_of: datetime | None) -> dict[UUID, tuple[Decimal, Decimal | None, Decimal]]:
@@ -68,7 +72,7 @@ def expected_actuals(r: Replayed, as_of: datetime | None) -> dict[UUID, tuple[De
     plans = [a for a in r.aggregates.values() if isinstance(a, Plan)]
     deals = [a for a in r.aggregates.values() if isinstance(a, Deal)]
     activities = [a for a in r.aggregates.values() if isinstance(a, Activity)]
-    probabilities = ProgressConfig().stage_probabilities
+    probabilities = MeasureConfig().stage_probabilities
 
     def unit_of(member: UUID, when: datetime) -> UUID:
         history = r.memberships[member]
@@ -118,8 +122,9 @@ def expected_actuals(r: Replayed, as_of: datetime | None) -> dict[UUID, tuple[De
                 actual = Decimal(len(won))
                 weighted = sum((probabilities[d.stage] for d in open_due), Decimal(0))
             elif metric == "new_deals":
+                # A new deal counts for the member who opened it, even after a reassignment.
                 actual = Decimal(len([d for d in deals if within(r.opened_at[d.id]) and in_scope(
-                    target, d.owner_id, r.opened_at[d.id], d.product_line, d.region, d.segment)]))
+                    target, r.opened_by[d.id], r.opened_at[d.id], d.product_line, d.region, d.segment)]))
             elif metric == "activities":
                 actual = Decimal(len([a for a in activities if within(a.last_effective_at) and in_scope(
                     target, a.member_id, a.last_effective_at, "", "", "")]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from domain.application import SalesPlanning
 from domain.plan import Plan
-from domain.values import ADDITIVE_METRICS, Scope
+from domain.values import ADDITIVE_METRICS, Period, Scope
 from projections.folds import versions as version_folds
 from projections.folds.versions import (
     ADDED,
@@ -32,16 +33,19 @@ from projections.folds.versions import (
     working_changes,
 )
 from projections.history import Cut
+from projections.measure.arithmetic import MeasureConfig
+from projections.measure.organisation import Span, Tree, UnitNode
+from projections.measure.targets import Rollup, Target, from_period
 from projections.queries import versions
-from projections.queries.progress import ProgressFilter, progress
+from projections.queries.progress import ProgressFilter, progress, progress_rows
 from projections.queries.versions import (
     MetricTotal,
     VersionNotFound,
-    actuals_for_targets,
     compare_versions,
     compare_with_actuals,
     list_versions,
-    metric_totals,
+    measured,
+    rollup_totals,
     version_tree,
 )
 from tests.history_generator import generate_history
@@ -130,28 +134,45 @@ def test_a_fold_on_an_unknown_target_fails_loudly() -> None:
         working_changes({}, events[1])
 
 
-def test_totals_count_each_period_once_and_ignore_ratios() -> None:
-    unit, ann = uuid4(), uuid4()
+def test_totals_follow_the_roll_up_rule_and_ignore_ratios() -> None:
+    company, team = uuid4(), uuid4()
+    ann, bob = uuid4(), uuid4()
+    plan = uuid4()
+    tree = Tree({company: UnitNode(company, None, "Company", True), team: UnitNode(team, company, "Team", True)})
+    spans = {ann: [Span(team, None, None)], bob: [Span(team, None, None)]}
 
-    def target(period: str, committed: int, parent: VersionTarget | None = None, metric: str = "revenue",
-               member: UUID | None = None, stretch: int | None = None) -> VersionTarget:
-        return VersionTarget(uuid4(), parent.target_id if parent else None, metric, period,
-                             None if member else unit, member, None, None, None, Decimal(committed),
-                             None if stretch is None else Decimal(stretch))
+    def target(period: str, committed: int, parent: Target | None = None, metric: str = "revenue",
+               unit: UUID | None = company, member: UUID | None = None, stretch: int | None = None) -> Target:
+        return from_period(target_id=uuid4(), plan_id=plan, parent_id=parent.target_id if parent else None,
+                           metric=metric, period=period, unit_id=None if member else unit, member_id=member,
+                           product_line=None, region=None, segment=None, committed=Decimal(committed),
+                           stretch=None if stretch is None else Decimal(stretch))
 
     year = target("2025", 400, stretch=500)
     q1 = target("2025-Q1", 100, year)
-    q1_ann = target("2025-Q1", 100, q1, member=ann)  # Q1 split by member: counted once, as the unit's Q1
-    q2 = target("2025-Q2", 300, year)
+    q1_team = target("2025-Q1", 100, q1, unit=team)  # the company's Q1 split to its team: the company's own counts
+    q1_ann = target("2025-Q1", 60, q1_team, member=ann)  # and the team's split by rep: counted once, as Q1
+    q1_bob = target("2025-Q1", 40, q1_team, member=bob)
+    q2_ann = target("2025-Q2", 5, member=ann, metric="deals_won")  # no company or team Q2 target: the reps cover it
+    q2_bob = target("2025-Q2", 3, member=bob, metric="deals_won")
     win_rate = target("2025", 0, metric="win_rate")
-    q2_cut = VersionTarget(**{**q2.__dict__, "committed": Decimal(250)})
-    assert metric_totals([year, q1, q1_ann, q2, win_rate], [year, q1, q1_ann, q2_cut, win_rate]) == [
-        MetricTotal("revenue", "2025", Decimal(400), Decimal(400), Decimal(0), Decimal(500), Decimal(500), Decimal(0)),
-        MetricTotal("revenue", "2025-Q1", Decimal(100), Decimal(100), Decimal(0), Decimal(100), Decimal(100),
-                    Decimal(0)),
-        MetricTotal("revenue", "2025-Q2", Decimal(300), Decimal(250), Decimal(-50), Decimal(300), Decimal(250),
-                    Decimal(-50)),
+    before = [year, q1, q1_team, q1_ann, q1_bob, q2_ann, q2_bob, win_rate]
+    q2_bob_cut = replace(q2_bob, committed=Decimal(2))
+    after = [year, q1, q1_team, q1_ann, q1_bob, q2_ann, q2_bob_cut, win_rate]
+    y, q1p, q2p = Period.parse("2025"), Period.parse("2025-Q1"), Period.parse("2025-Q2")
+    # By hand: the year is 400 (stretch 500); Q1 is the company's own 100 (its children never add to it);
+    # deals won Q2 is the reps' 5 + 3 = 8, then 5 + 2 = 7 (no target above them for Q2).
+    assert rollup_totals(company, before, after, tree, spans) == [
+        MetricTotal("revenue", "2025", y.start_at, y.end_at, Decimal(400), Decimal(400), Decimal(0), Decimal(500),
+                    Decimal(500), Decimal(0)),
+        MetricTotal("revenue", "2025-Q1", q1p.start_at, q1p.end_at, Decimal(100), Decimal(100), Decimal(0),
+                    Decimal(100), Decimal(100), Decimal(0)),
+        MetricTotal("deals_won", "2025-Q2", q2p.start_at, q2p.end_at, Decimal(8), Decimal(7), Decimal(-1), Decimal(8),
+                    Decimal(7), Decimal(-1)),
     ]
+    # The team's own Q1 stands for it: 100, not the reps' 60 + 40 on top.
+    assert [t.committed for t in Rollup(before, tree, spans).covering(("revenue", q1p.start_at, q1p.end_at),
+                                                                       unit_id=team)] == [Decimal(100)]
 
 
 # --- the story on SQLite and PostgreSQL -------------------------------------------------------
@@ -201,7 +222,7 @@ def test_v1_against_v2_lists_what_moved_and_the_reasons_in_between(app: SalesPla
     caught_up(engine)
     with connect(app) as conn:
         v1, v2 = list_versions(conn, s.plan)
-        diff = compare_versions(conn, s.plan, 1, 2)
+        diff = compare_versions(conn, s.plan, 1, 2, position=engine.head())
     assert [t.target_id for t in diff.added] == [s.new_deals]
     assert [(t.target_id, t.committed) for t in diff.removed] == [(s.quarters[3], D(1200000))]
     (q2,) = diff.changed
@@ -229,7 +250,7 @@ def test_v1_against_v2_lists_what_moved_and_the_reasons_in_between(app: SalesPla
         ("new_deals", "2025-Q3", D(0), D(30), D(30), D(30)),
     ]
     with connect(app) as conn:
-        backwards = compare_versions(conn, s.plan, 2, 1)
+        backwards = compare_versions(conn, s.plan, 2, 1, position=engine.head())
     assert (backwards.added, backwards.removed) == (diff.removed, diff.added)
     assert backwards.changes == diff.changes
     assert [(d.before_committed, d.after_committed) for d in backwards.changed] == [(D(1000000), D(1200000))]
@@ -240,9 +261,9 @@ def test_version_zero_is_the_empty_plan_the_baseline_was_built_from(app: SalesPl
     s = tell_story(app)
     caught_up(engine)
     with connect(app) as conn:
-        diff = compare_versions(conn, s.plan, 0, 1)
+        diff = compare_versions(conn, s.plan, 0, 1, position=engine.head())
         with pytest.raises(VersionNotFound):
-            compare_versions(conn, s.plan, 1, 3)
+            compare_versions(conn, s.plan, 1, 3, position=engine.head())
     assert [t.target_id for t in diff.added] == [s.year, *s.quarters]
     assert diff.removed == []
     assert diff.changed == []
@@ -307,7 +328,8 @@ def test_removed_targets_are_measured_exactly_as_progress_measures_live_ones(app
         with connect(app) as conn:
             tree = version_tree(conn, s.plan, 2)
             live = progress(conn, cut=cut, now=NOW, filters=ProgressFilter(plan_id=s.plan))
-            recomputed = actuals_for_targets(conn, s.plan, tree.targets, cut=cut, now=NOW)
+            recomputed = {r.target_id: r for r in progress_rows(
+                conn, [measured(s.plan, t) for t in tree.targets], cut=cut, at=cut.as_of or NOW, config=MeasureConfig())}
         assert live.rows
         assert {r.target_id: (r.actual, r.attainment, r.pace, r.gap) for r in live.rows} == {
             t: (r.actual, r.attainment, r.pace, r.gap) for t, r in recomputed.items()}

@@ -34,12 +34,12 @@ from domain.errors import NotFound
 from projections.folds.progress import LIVE as PROGRESS
 from projections.history import Cut
 from projections.processes import alerts, webhooks
-from projections.queries.analytics import funnel
+from projections.queries.analytics import Funnel, funnel
 from projections.queries.reports import Burnup, Report, burnup, burnup_svg, member_report, report_csv, unit_report
 
 router = APIRouter(tags=["analytics"], responses=PROBLEM_RESPONSES)
 
-PIPELINE: Final = ("pipeline",)
+LEDGER_AND_PIPELINE: Final = ("progress", "pipeline")
 PROGRESS_ONLY: Final = ("progress",)
 REPORTS: Final = ("progress", "pipeline")
 MAX_SPAN: Final = timedelta(days=400)
@@ -70,17 +70,17 @@ def get_funnel(
     group_by: Literal["unit", "member", "product_line", "region", "segment"] | None = None,
     unit_id: UUID | None = None,
     stalled_after_days: Annotated[int, Query(ge=1, le=3650)] = 14,
-) -> s.FunnelOut:
+) -> Funnel:
     """Entries per stage, conversion, wins, speed and stalled deals in a span (a rep: their unit's)."""
     if span_end - span_start > MAX_SPAN:
         raise ApiProblem(422, "query.span_too_long", f"a funnel spans at most {MAX_SPAN.days} days",
                          parameter="span_end")
     unit_id = guard.scoped_unit(unit_id)
-    with reading(services, PIPELINE, cut_query) as (conn, cut):
+    with reading(services, LEDGER_AND_PIPELINE, cut_query) as (conn, cut):
         result = funnel(conn, cut=cut, at=cut_query.at, span_start=span_start, span_end=span_end, group_by=group_by,
                         unit_id=unit_id, stalled_after_days=stalled_after_days)
     stamp(response, result.position)
-    return s.FunnelOut.model_validate(result, from_attributes=True)
+    return result
 
 
 # --- alerts ------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def evaluate_alerts(services: ServicesDep, guard: GuardDep, response: Response,
     """Evaluate now (as the worker does periodically): raise, refresh and resolve alerts; answer the open ones."""
     guard.admin()
     services.wait_for(wait_for_position, alerts.READS)
-    found = alerts.raise_alerts(services.database, at=datetime.now(UTC))
+    found = alerts.raise_alerts(services.database, at=datetime.now(UTC), config=services.settings.alert_config())
     with services.database.engine.connect() as conn:
         out = _alerts_out(conn, found)
     stamp(response, out.position)
@@ -138,7 +138,8 @@ def preview_alerts(services: ServicesDep, guard: GuardDep, response: Response, c
     if guard.role == "rep":
         raise forbidden("auth.manager_only", "only managers, admins and viewers preview alerts")
     with reading(services, alerts.READS, cut_query) as (conn, cut):
-        found = alerts.evaluate_alerts(conn, at=cut_query.at, position=cut.position)
+        found = alerts.evaluate_alerts(conn, at=cut_query.at, position=cut.position,
+                                       config=services.settings.alert_config())
     stamp(response, cut.position)
     return s.AlertPreviewOut(position=cut.position, at=cut_query.at, alerts=[
         s.AlertCandidateOut.model_validate(c, from_attributes=True) for c in found
@@ -212,28 +213,28 @@ def _report_response(report: Report, response: Response, format: str) -> Any:
         return Response(report_csv(report), media_type="text/csv; charset=utf-8",
                         headers={POSITION_HEADER: str(report.position)})
     stamp(response, report.position)
-    return s.ReportOut.model_validate(report, from_attributes=True)
+    return report
 
 
-@router.get("/reports/members/{member_id}/{period}", response_model=s.ReportOut, responses=CSV_RESPONSE)
+@router.get("/reports/members/{member_id}/{period}", response_model=Report, responses=CSV_RESPONSE)
 def get_member_report(member_id: UUID, period: Period, services: ServicesDep, guard: GuardDep, response: Response,
                       cut_query: CutDep, format: ReportFormat = "json") -> Any:
     """A member's day or week: activities, stage changes, wins and losses, tasks, targets, open alerts (a rep: own)."""
     guard.read_scope(member_id=member_id, own_only=True)
     with reading(services, REPORTS, cut_query) as (conn, cut):
         report = member_report(conn, member_id=member_id, period=period, at=cut_query.at, position=cut.position,
-                               config=services.progress_config())
+                               config=services.measure_config())
     return _report_response(report, response, format)
 
 
-@router.get("/reports/units/{unit_id}/{period}", response_model=s.ReportOut, responses=CSV_RESPONSE)
+@router.get("/reports/units/{unit_id}/{period}", response_model=Report, responses=CSV_RESPONSE)
 def get_unit_report(unit_id: UUID, period: Period, services: ServicesDep, guard: GuardDep, response: Response,
                     cut_query: CutDep, format: ReportFormat = "json") -> Any:
     """A unit's day or week (its subtree, each fact where its member was then); a rep: their own unit."""
     guard.read_scope(unit_id)
     with reading(services, REPORTS, cut_query) as (conn, cut):
         report = unit_report(conn, unit_id=unit_id, period=period, at=cut_query.at, position=cut.position,
-                             config=services.progress_config())
+                             config=services.measure_config())
     return _report_response(report, response, format)
 
 
@@ -246,16 +247,16 @@ def _burnup(target_id: UUID, services: Services, guard: Guard, cut_query: CutQue
             raise NotFound("target", target_id)
         guard.read_scope(owner.unit_id, owner.member_id)
         return burnup(conn, target_id=target_id, position=cut.position, until=cut_query.at,
-                      config=services.progress_config())
+                      config=services.measure_config())
 
 
 @router.get("/targets/{target_id}/burnup")
 def get_burnup(target_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
-               ) -> s.BurnupOut:
+               ) -> Burnup:
     """A target's committed value, expected to date, actual and forecast, day by day up to the cut."""
     series = _burnup(target_id, services, guard, cut_query)
     stamp(response, series.position)
-    return s.BurnupOut.model_validate(series, from_attributes=True)
+    return series
 
 
 @router.get("/targets/{target_id}/burnup.svg", response_class=SvgResponse, responses=SVG_RESPONSE)

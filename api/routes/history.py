@@ -13,7 +13,15 @@ from api.deps import CutDep, CutQuery, GuardDep, KnownAt, KnownAtPosition, Servi
 from api.errors import PROBLEM_RESPONSES, ApiProblem
 from domain.plan import Plan
 from projections.queries.audit import MAX_LIMIT, audit_history
-from projections.queries.versions import VersionNotFound, compare_versions, compare_with_actuals, list_versions, version_tree
+from projections.queries.versions import (
+    ActualsComparison,
+    VersionComparison,
+    VersionNotFound,
+    compare_versions,
+    compare_with_actuals,
+    list_versions,
+    version_tree,
+)
 
 router = APIRouter(tags=["history"], responses=PROBLEM_RESPONSES)
 
@@ -87,28 +95,29 @@ def get_plan_version(
 def compare_plan_versions(
     plan_id: UUID, services: ServicesDep, guard: GuardDep, from_version: Version, to_version: Version,
     wait_for_position: WaitForPosition = None,
-) -> s.VersionComparisonOut:
+) -> VersionComparison:
     """What changed from one version to another (0: the empty plan), the reasons, and the totals per period."""
     guard.planning.get(Plan, plan_id)
-    with reading(services, VERSIONS, CutQuery(wait_for_position=wait_for_position)) as (conn, cut):
+    # The totals roll up with the ledger's organisation: read both projections at one position.
+    with reading(services, VERSIONS_AND_PROGRESS, CutQuery(wait_for_position=wait_for_position)) as (conn, cut):
         try:
-            comparison = compare_versions(conn, plan_id, from_version, to_version)
+            comparison = compare_versions(conn, plan_id, from_version, to_version, position=cut.position)
         except VersionNotFound as error:
             raise _not_found(error) from None
-    return s.VersionComparisonOut.model_validate({**vars(comparison), "position": cut.position}, from_attributes=True)
+    return comparison
 
 
 @router.get("/plans/{plan_id}/versions/{version}/actuals")
 def compare_plan_version_with_actuals(
     plan_id: UUID, version: Annotated[int, Path(ge=1, le=1_000_000)], services: ServicesDep, guard: GuardDep,
     cut_query: CutDep,
-) -> s.ActualsComparisonOut:
+) -> ActualsComparison:
     """The retrospective: each target of a version beside what actually happened, at a cut."""
     guard.planning.get(Plan, plan_id)
     with reading(services, VERSIONS_AND_PROGRESS, cut_query) as (conn, cut):
         try:
             result = compare_with_actuals(conn, plan_id, version, cut=cut, now=datetime.now(UTC),
-                                          config=services.progress_config())
+                                          config=services.measure_config())
         except VersionNotFound as error:
             raise _not_found(error) from None
-    return s.ActualsComparisonOut.model_validate(result, from_attributes=True)
+    return result

@@ -15,7 +15,7 @@ from projections.queries.pipeline import deal_detail, pipeline_deals, stage_summ
 
 router = APIRouter(tags=["pipeline"], responses=PROBLEM_RESPONSES)
 
-PIPELINE: Final = ("pipeline",)
+PIPELINE: Final = ("progress", "pipeline")  # deals are in the ledger, stays and tasks in the pipeline
 MAX_PAGE: Final = 1000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]

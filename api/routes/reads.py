@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from api import schemas as s
 from api.deps import CutDep, GuardDep, PrincipalDep, ServicesDep, WaitForPosition, reading
 from api.errors import PROBLEM_RESPONSES
-from projections.queries.progress import ProgressFilter, progress
+from projections.queries.progress import ProgressFilter, ProgressReport, progress
 
 router = APIRouter(tags=["reads"], responses=PROBLEM_RESPONSES)
 
@@ -24,19 +24,16 @@ def get_progress(
     services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep,
     plan_id: UUID | None = None, unit_id: UUID | None = None, member_id: UUID | None = None,
     period: Annotated[s.PeriodKey | None, Query()] = None, metric: s.Metric | None = None,
-) -> s.ProgressOut:
+) -> ProgressReport:
     """Where every target stands against plan and pace — now, as of a time, as known at a time."""
     unit_id = guard.own_unit(unit_id)
     with reading(services, PROGRESS, cut_query) as (conn, cut):
         report = progress(
-            conn, cut=cut, now=datetime.now(UTC), config=services.progress_config(),
+            conn, cut=cut, now=datetime.now(UTC), config=services.measure_config(),
             filters=ProgressFilter(plan_id=plan_id, unit_id=unit_id, member_id=member_id, period=period, metric=metric),
         )
     response.headers[POSITION_HEADER] = str(report.position)
-    return s.ProgressOut(
-        position=report.position, as_of=report.as_of, effective_cut=report.effective_cut,
-        rows=[s.ProgressRowOut.model_validate(row, from_attributes=True) for row in report.rows],
-    )
+    return report
 
 
 @router.get("/projections")

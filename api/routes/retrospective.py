@@ -21,9 +21,9 @@ from api.errors import PROBLEM_RESPONSES, ApiProblem
 from domain import values as v
 from domain.plan import Plan
 from projections.history import Cut
-from projections.queries.attribution import attribute_change, known_cut, version_cut
-from projections.queries.baseline import plan_baseline
-from projections.queries.replay import quarter_replay, step_bounds
+from projections.queries.attribution import Attribution, attribute_change, known_cut, version_cut
+from projections.queries.baseline import BaselineReport, plan_baseline
+from projections.queries.replay import QuarterReplay, quarter_replay, step_bounds
 from projections.queries.revisions import revision_reasons
 
 router = APIRouter(tags=["retrospective"], responses=PROBLEM_RESPONSES)
@@ -62,7 +62,7 @@ def get_replay(
     step: Literal["day", "week"] = "day",
     known: Annotated[Literal["then", "now"], Query(description="Each step as known at its end, or as known now")
                      ] = "now",
-) -> s.ReplayOut:
+) -> QuarterReplay:
     """How a span unfolded for the plan (or a unit or member of it), step by step, as known then or now."""
     if guard.role == "rep" and unit_id is None and member_id is None:
         unit_id = guard.rep_unit()  # a rep replays their own unit
@@ -74,21 +74,21 @@ def get_replay(
     with reading(services, PROGRESS_AND_CLOCK, cut_query) as (conn, cut):
         replay = quarter_replay(conn, plan_id=plan_id, span=span or plan.span, unit_id=unit_id, member_id=member_id,
                                 metric=metric, step=step, known=known, position=cut.position, now=datetime.now(UTC),
-                                config=services.progress_config())
+                                config=services.measure_config())
     stamp(response, replay.position)
-    return s.ReplayOut.model_validate(replay, from_attributes=True)
+    return replay
 
 
 @router.get("/plans/{plan_id}/baseline")
 def get_baseline(plan_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
-                 ) -> s.BaselineOut:
+                 ) -> BaselineReport:
     """Every target: its baseline (v1), each later version, its current value, the actual and why it moved."""
     _plan_scope(guard, plan_id)
     with reading(services, BASELINE, cut_query) as (conn, cut):
         report = plan_baseline(conn, plan_id=plan_id, position=cut.position, now=cut_query.at, as_of=cut.as_of,
-                               config=services.progress_config())
+                               config=services.measure_config())
     stamp(response, report.position)
-    return s.BaselineOut.model_validate(report, from_attributes=True)
+    return report
 
 
 @router.get("/plans/{plan_id}/attribution")
@@ -102,7 +102,10 @@ def get_attribution(
                           ] = None,
     target_id: UUID | None = None, unit_id: UUID | None = None, member_id: UUID | None = None,
     metric: s.Metric | None = None, period: Annotated[s.PeriodKey | None, Query()] = None,
-) -> s.AttributionOut:
+    known: Annotated[Literal["then", "now"], Query(
+        description="Each dated cut as known on that date (then), or as known now: late entries then count "
+                    "where they belong")] = "then",
+) -> Attribution:
     """Why attainment and forecast moved between two cuts (dates or versions), by cause; the parts sum exactly."""
     for day, version, name in ((from_, from_version, "from"), (to, to_version, "to")):
         if (day is None) == (version is None):
@@ -112,15 +115,15 @@ def get_attribution(
 
         def cut_at(day: date | None, version: int | None) -> Cut:
             if day is not None:
-                return known_cut(conn, _end_of(day), position=cut.position)
+                return known_cut(conn, _end_of(day), position=cut.position, known=known)
             assert version is not None
             return version_cut(conn, plan_id=plan_id, version=version, position=cut.position)
 
         result = attribute_change(conn, plan_id=plan_id, a=cut_at(from_, from_version), b=cut_at(to, to_version),
                                   now=datetime.now(UTC), target_id=target_id, unit_id=unit_id, member_id=member_id,
-                                  metric=metric, period=period, config=services.progress_config())
+                                  metric=metric, period=period, config=services.measure_config())
     stamp(response, result.position)
-    return s.AttributionOut.model_validate(result, from_attributes=True)
+    return result
 
 
 @router.get("/plans/{plan_id}/revision-reasons")

@@ -1,18 +1,9 @@
-"""Pipeline and tasks: where every deal stands and how long it sat in each stage; who owes which task.
+"""Pipeline and tasks: how long every deal sat in each stage, and who owes which task.
 
-The projection keeps, in tables it alone owns, the history of every deal and task (one row
-per change, see ``projections.history``), one row per stay of a deal in a stage, and its own
-copy of the unit tree and of every member's unit over time. Every query takes a cut (events
-recorded up to a log position and effective up to a time) and reads only what was visible
-at it, so "the pipeline now", "as of 15 February" and "as known at position P" are the same
-query with different cut-offs.
-
-Queries never read the clock: where time matters they take ``at``, the business instant the
-question is asked at. Stays still open at the cut are measured up to ``at``, a task is
-overdue when it is open and due before ``at.date()``, and a member belongs to the unit they
-were in at ``at``. A closed deal belongs to the unit its owner was in when it closed (a deal
-won in March counts for the unit the rep was in in March). ``at`` may not precede the cut's
-effective time: stays entered in between would have negative lengths.
+The projection keeps, in tables it alone owns, one row per stay of a deal in a stage and the
+history of every task (one row per change, see ``projections.history``). Deals themselves,
+the units and the members are in the ledger (``projections.folds.progress``): one history of
+each, read by every question.
 """
 
 from __future__ import annotations
@@ -25,46 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from domain.deal import Deal
-from domain.organisation import Member, Unit
 from domain.task import Task
 from projections.engine import Envelope, Projection
-from projections.folds.organisation import evolve_member, evolve_unit
 from projections.history import HistoryWriter, history_columns
-from projections.sqltypes import Money, UTCDateTime
+from projections.sqltypes import UTCDateTime
 
 # --- pure folds: (state before, event) -> state after --------------------------------------
 
 State = dict[str, Any]
-
-
-def evolve_deal(state: State | None, event: Any) -> State:
-    if isinstance(event, Deal.Opened):
-        return {
-            "name": event.name, "owner_id": event.owner_id, "account_id": event.account_id,
-            "product_id": event.product_id, "product_line": event.product_line, "region": event.region,
-            "segment": event.segment, "currency": event.currency, "amount": event.amount, "stage": event.stage,
-            "expected_close": event.expected_close, "opened_at": event.effective_at, "closed_at": None,
-            "stage_entered_at": event.effective_at, "last_stage_change_at": None,
-        }
-    assert state is not None
-    if isinstance(event, Deal.AmountChanged):
-        return {**state, "amount": event.amount}
-    if isinstance(event, Deal.ExpectedCloseChanged):
-        return {**state, "expected_close": event.expected_close}
-    if isinstance(event, Deal.Reassigned):
-        return {**state, "owner_id": event.owner_id}
-    entered = stage_entered(event)
-    if entered is None:
-        raise TypeError(f"unexpected deal event {type(event).__qualname__}")
-    moved = {**state, "stage": entered[0], "stage_entered_at": event.effective_at,
-             "last_stage_change_at": event.effective_at}
-    if isinstance(event, Deal.Won):
-        return {**moved, "amount": event.amount, "owner_id": event.owner_id, "closed_at": event.effective_at}
-    if isinstance(event, Deal.Lost):
-        return {**moved, "closed_at": event.effective_at}
-    if isinstance(event, Deal.Reopened):
-        return {**moved, "closed_at": None}
-    return moved
 
 
 def stage_entered(event: Any) -> tuple[str, str] | None:
@@ -122,55 +81,21 @@ def evolve_task(state: State | None, event: Any) -> State:
 
 # --- the view ------------------------------------------------------------------------------
 
-UNIT_EVENTS = (Unit.Added, Unit.Renamed, Unit.Moved, Unit.Deactivated)
-MEMBER_EVENTS = (Member.Added, Member.Renamed, Member.Moved, Member.Deactivated)
 DEAL_EVENTS = (Deal.Opened, Deal.StageChanged, Deal.AmountChanged, Deal.ExpectedCloseChanged, Deal.Reassigned,
                Deal.Won, Deal.Lost, Deal.Reopened)
 TASK_EVENTS = (Task.Created, Task.Reassigned, Task.Rescheduled, Task.ProgressReported, Task.Completed,
                Task.Cancelled)
-CREATED = (Unit.Added, Member.Added, Deal.Opened, Task.Created)
+CREATED = (Deal.Opened, Task.Created)
 
 
 class PipelineProjection(Projection):
     """Answers "what is in the pipeline, how long has each deal sat in each stage, who owes which task"."""
 
     name = "pipeline"
-    fold_version = 1
-    topics = (*UNIT_EVENTS, *MEMBER_EVENTS, *DEAL_EVENTS, *TASK_EVENTS)
+    fold_version = 2
+    topics = (*DEAL_EVENTS, *TASK_EVENTS)
 
     def define_tables(self) -> None:
-        self.units = self.table(
-            "pipeline_units", *history_columns("unit_id"),
-            sa.Column("name", sa.String(200), nullable=False),
-            sa.Column("parent_id", sa.Uuid, nullable=True),
-            sa.Column("active", sa.Boolean, nullable=False),
-        )
-        self.members = self.table(
-            "pipeline_members", *history_columns("member_id"),
-            sa.Column("name", sa.String(200), nullable=False),
-            sa.Column("role", sa.String(20), nullable=False),
-            sa.Column("unit_id", sa.Uuid, nullable=False),
-            sa.Column("active", sa.Boolean, nullable=False),
-        )
-        self.deals = self.table(
-            "pipeline_deals", *history_columns("deal_id"),
-            sa.Column("name", sa.String(200), nullable=False),
-            sa.Column("owner_id", sa.Uuid, nullable=False),
-            sa.Column("account_id", sa.Uuid, nullable=True),
-            sa.Column("product_id", sa.Uuid, nullable=False),
-            sa.Column("product_line", sa.String(200), nullable=False),
-            sa.Column("region", sa.String(200), nullable=False),
-            sa.Column("segment", sa.String(200), nullable=False),
-            sa.Column("currency", sa.String(3), nullable=False),
-            sa.Column("amount", Money, nullable=False),
-            sa.Column("stage", sa.String(20), nullable=False),
-            sa.Column("expected_close", sa.Date, nullable=False),
-            sa.Column("opened_at", UTCDateTime, nullable=False),
-            sa.Column("closed_at", UTCDateTime, nullable=True),
-            sa.Column("stage_entered_at", UTCDateTime, nullable=False),
-            sa.Column("last_stage_change_at", UTCDateTime, nullable=True),
-            indexes=[("owner_id", "position"), ("expected_close", "deal_id")],
-        )
         self.stays = self.table(
             "pipeline_stage_intervals",
             sa.Column("deal_id", sa.Uuid, primary_key=True),
@@ -196,34 +121,20 @@ class PipelineProjection(Projection):
         )
 
     def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
-        units = HistoryWriter(conn, self.units, "unit_id")
-        members = HistoryWriter(conn, self.members, "member_id")
-        deals = HistoryWriter(conn, self.deals, "deal_id")
         tasks_ = HistoryWriter(conn, self.tasks, "task_id")
         stays = _StayWriter(conn, self.stays)
         # Entities created in this batch have no earlier row: fetch only the others, in bulk.
-        existing_deals = {e.event.originator_id for e in batch if _changes(e.event, DEAL_EVENTS)}
-        units.prefetch(e.event.originator_id for e in batch if _changes(e.event, UNIT_EVENTS))
-        members.prefetch(e.event.originator_id for e in batch if _changes(e.event, MEMBER_EVENTS))
-        deals.prefetch(existing_deals)
-        stays.prefetch(existing_deals)
+        stays.prefetch({e.event.originator_id for e in batch if _changes(e.event, DEAL_EVENTS)})
         tasks_.prefetch(e.event.originator_id for e in batch if _changes(e.event, TASK_EVENTS))
         for envelope in batch:
             e = envelope.event
-            entity = e.originator_id
             stamp = (envelope.position, e.effective_at, envelope.recorded_at)
-            if isinstance(e, UNIT_EVENTS):
-                units.append(entity, evolve_unit(_before(units, e), e), *stamp)
-            elif isinstance(e, MEMBER_EVENTS):
-                members.append(entity, evolve_member(_before(members, e), e), *stamp)
-            elif isinstance(e, DEAL_EVENTS):
-                deals.append(entity, evolve_deal(_before(deals, e), e), *stamp)
-                open_stay = None if isinstance(e, Deal.Opened) else stays.open.get(entity)
+            if isinstance(e, DEAL_EVENTS):
+                open_stay = None if isinstance(e, Deal.Opened) else stays.open.get(e.originator_id)
                 stays.apply(*evolve_stay(open_stay, e, envelope.position))
             elif isinstance(e, TASK_EVENTS):
-                tasks_.append(entity, evolve_task(_before(tasks_, e), e), *stamp)
-        for writer in (units, members, deals, tasks_):
-            writer.flush()
+                tasks_.append(e.originator_id, evolve_task(_before(tasks_, e), e), *stamp)
+        tasks_.flush()
         stays.flush()
 
 

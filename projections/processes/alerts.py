@@ -13,7 +13,8 @@ projection rebuild leaves them alone. An alert's id is derived from its kind, su
 period (``alert_id``), so re-evaluating never duplicates it:
 
     kind             subject   period (what makes a new occurrence a new alert)
-    target_behind    target    the target's period: pace < 1 − behind_by
+    target_at_risk   target    the target's period: its pace status is at_risk (severity warning)
+    target_behind    target    the target's period: its pace status is behind (severity critical)
     coverage_low     target    the target's period: weighted open pipeline ÷ gap < coverage_below
     deal_stalled     deal      the time the deal entered its stage (moving on and stalling again is new)
     task_overdue     task      the due date (rescheduled and overdue again is new)
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Final
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -42,17 +44,22 @@ from domain import values as v
 from domain.errors import NotFound, RuleViolation, ValidationError
 from domain.persistence import Database
 from projections.engine import tracking_table
-from projections.folds.progress import LIVE as PROGRESS
+from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
+from projections.measure.arithmetic import MeasureConfig, elapsed_share
+from projections.measure.organisation import Organisation, tree_at
+from projections.measure.targets import targets_at
 from projections.processes import webhooks
 from projections.processes.transactions import write_transaction
 from projections.queries.analytics import StalledDeal, check_at, stalled_deals
-from projections.queries.pipeline import Organisation as PipelineOrganisation
 from projections.queries.pipeline import TaskView, tasks
-from projections.queries.progress import Organisation, ProgressConfig, ProgressRow, progress
+from projections.queries.progress import ProgressRow, progress_rows
 from projections.sqltypes import UTCDateTime
 
-KINDS: Final = ("target_behind", "coverage_low", "deal_stalled", "task_overdue")
+KINDS: Final = ("target_behind", "target_at_risk", "coverage_low", "deal_stalled", "task_overdue")
+SEVERITY: Final = {"target_behind": "critical", "target_at_risk": "warning", "coverage_low": "warning",
+                   "deal_stalled": "warning", "task_overdue": "warning"}
+"""How urgent each kind of alert is; a target that falls from at risk to behind resolves one and raises the other."""
 READS: Final = ("progress", "pipeline")
 """The projections alerts are computed from (their lowest position is the one stamped on a run)."""
 
@@ -108,15 +115,14 @@ def setup(database: Database) -> None:
 
 @dataclass(frozen=True)
 class AlertConfig:
-    """When a deviation is worth an alert."""
+    """When a deviation is worth an alert. Pace is judged by ``measure``'s thresholds: the server's, as /progress."""
 
-    behind_by: Decimal = Decimal("0.20")  # a target is behind when pace < 1 − behind_by
     min_elapsed_share: Decimal = Decimal("0.10")  # no pace alerts in the first tenth of a period: too noisy
     pace_metrics: tuple[str, ...] = v.ADDITIVE_METRICS
     coverage_below: Decimal = Decimal("1")  # weighted open pipeline ÷ gap
     stalled_after_days: int = 14
     overdue_grace_days: int = 0  # overdue when due before at.date() − grace
-    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,8 @@ def evaluate_alerts(conn: Connection, *, at: datetime, position: int, config: Al
     """Every deviation true at ``at`` as known at log ``position`` (reads progress and pipeline)."""
     cut = Cut(position, at)
     check_at(cut, at)
-    candidates = _target_alerts(conn, cut, at, config)
-    org = PipelineOrganisation(conn, cut, at)
+    org = Organisation(conn, cut)
+    candidates = _target_alerts(conn, cut, at, config, org)
     for deal in stalled_deals(conn, cut=cut, at=at, after_days=config.stalled_after_days):
         candidates.append(_stalled_alert(deal, org.unit_of(deal.owner_id, at)))
     overdue_before = at.date() - timedelta(days=config.overdue_grace_days)
@@ -194,48 +200,49 @@ def evaluate_alerts(conn: Connection, *, at: datetime, position: int, config: Al
     return sorted(candidates, key=lambda c: (KINDS.index(c.kind), c.period, str(c.subject_id)))
 
 
-def _target_alerts(conn: Connection, cut: Cut, at: datetime, config: AlertConfig) -> list[AlertCandidate]:
-    t = PROGRESS
-    published = set(conn.execute(sa.select(t.plans.c.plan_id).where(
-        cut.where(t.plans), t.plans.c.status == "published")).scalars())
+def _target_alerts(conn: Connection, cut: Cut, at: datetime, config: AlertConfig, org: Organisation
+                   ) -> list[AlertCandidate]:
+    p, m = LEDGER.plans.c, LEDGER.members
+    published = set(conn.execute(sa.select(p.plan_id).where(cut.where(LEDGER.plans), p.status == "published"))
+                    .scalars())
     if not published:
         return []
-    rows = [r for r in progress(conn, cut=cut, now=at, config=config.progress).rows
-            if r.plan_id in published and v.Period.parse(r.period).start_at <= at < v.Period.parse(r.period).end_at]
+    # The targets whose window is running, measured as /progress measures them and judged by the same thresholds.
+    running = [t for t in targets_at(conn, cut, plan_ids=published) if t.start <= at < t.end]
+    rows = progress_rows(conn, running, cut=cut, at=at, config=config.measure)
     if not rows:
         return []
-    org = Organisation(conn, cut, t)
-    units = dict(conn.execute(sa.select(t.units.c.unit_id, t.units.c.name).where(cut.where(t.units))).tuples().all())
     managers: dict[UUID, list[UUID]] = defaultdict(list)
-    members: dict[UUID, str] = {}
-    for m in conn.execute(sa.select(t.members).where(cut.where(t.members))):
-        members[m.member_id] = m.name
-        if m.role == "manager" and m.active:
-            managers[m.unit_id].append(m.member_id)
+    for manager in conn.execute(sa.select(m.c.member_id, m.c.unit_id).where(
+            cut.where(m), m.c.role == "manager", m.c.active.is_(True))):
+        managers[manager.unit_id].append(manager.member_id)
     result = []
     for row in rows:
         if row.member_id is not None:
             owners: tuple[UUID, ...] = (row.member_id,)
             unit = org.unit_of(row.member_id, at)
-            whose = members.get(row.member_id, str(row.member_id))
+            whose = row.member_name or str(row.member_id)
         else:
             owners = tuple(sorted(managers.get(row.unit_id, []), key=str)) if row.unit_id else ()
             unit = row.unit_id
-            whose = units.get(row.unit_id, str(row.unit_id)) if row.unit_id else "?"
+            whose = row.unit_name or str(row.unit_id)
         narrowed = ", ".join(x for x in (row.product_line, row.region, row.segment) if x)
         scope = f"{whose} ({narrowed})" if narrowed else whose
-        share = v.Period.parse(row.period).elapsed_share(at)
-        behind = Decimal(1) - config.behind_by
-        if (row.metric in config.pace_metrics and share >= config.min_elapsed_share and row.pace is not None
-                and row.pace < behind):
-            result.append(_target_alert("target_behind", row, unit, owners, (
-                f"{row.metric} {row.period} for {scope} is behind pace: {row.actual} against {row.expected_to_date}"
-                f" expected to date (pace {row.pace}, alert below {behind})"), {"threshold": str(behind)}))
+        share = elapsed_share(row.window_start, row.window_end, at)
+        if (row.metric in config.pace_metrics and share >= Fraction(config.min_elapsed_share)
+                and row.pace_status in ("at_risk", "behind")):
+            kind = "target_behind" if row.pace_status == "behind" else "target_at_risk"
+            floor = config.measure.at_risk if row.pace_status == "behind" else config.measure.on_track
+            standing = "is behind pace" if row.pace_status == "behind" else "is at risk"
+            result.append(_target_alert(kind, row, unit, owners, (
+                f"{row.metric} {row.period} for {scope} {standing}: {row.actual} against {row.expected_to_date}"
+                f" expected to date (pace {row.pace}, below {floor})"),
+                {"threshold": str(floor), "pace_status": row.pace_status, "severity": SEVERITY[kind]}))
         if row.coverage is not None and row.coverage < config.coverage_below:
             result.append(_target_alert("coverage_low", row, unit, owners, (
                 f"{row.metric} {row.period} for {scope}: the weighted open pipeline {row.weighted_pipeline} covers"
                 f" {row.coverage} of the gap {row.gap} (alert below {config.coverage_below})"),
-                {"threshold": str(config.coverage_below)}))
+                {"threshold": str(config.coverage_below), "severity": SEVERITY["coverage_low"]}))
     return result
 
 
@@ -395,18 +402,9 @@ def acknowledge(database: Database, alert_id: UUID, member_id: UUID | None, *, a
 
 
 def _subtree_now(conn: Connection, unit_id: UUID) -> set[UUID]:
-    u = PROGRESS.units.c
-    children: dict[UUID, list[UUID]] = defaultdict(list)
-    for row in conn.execute(sa.select(u.unit_id, u.parent_id).where(u.next_position.is_(None))):
-        if row.parent_id is not None:
-            children[row.parent_id].append(row.unit_id)
-    found, stack = {unit_id}, [unit_id]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+    """The unit and the units beneath it, as the tree stands at the ledger's position."""
+    position = read_position(conn, ("progress",))
+    return tree_at(conn, Cut(position)).subtree(unit_id) | {unit_id}
 
 
 def _owners(conn: Connection, ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:

@@ -49,9 +49,9 @@ from sqlalchemy.engine import Connection
 from domain import values as v
 from domain.errors import ValidationError
 from projections.folds.pipeline import LIVE as PIPELINE
-from projections.folds.pipeline import PipelineProjection
+from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
-from projections.queries.pipeline import Organisation
+from projections.measure.organisation import Organisation
 
 GroupBy = Literal["unit", "member", "product_line", "region", "segment"]
 GROUP_BYS: Final = ("unit", "member", "product_line", "region", "segment")
@@ -175,16 +175,14 @@ def left_at_cut(stay: Any, cut: Cut) -> datetime | None:
     return left
 
 
-def stalled_deals(
-    conn: Connection, *, cut: Cut, at: datetime, after_days: int, tables: PipelineProjection = PIPELINE,
-) -> list[StalledDeal]:
+def stalled_deals(conn: Connection, *, cut: Cut, at: datetime, after_days: int) -> list[StalledDeal]:
     """Deals open at ``cut`` whose stage has not changed for ``after_days`` days or more at ``at``."""
     check_at(cut, at)
     if after_days < 1:
         raise ValidationError("query.stalled_after_days", "stalled_after_days must be at least 1", "stalled_after_days")
-    d = tables.deals.c
-    rows = conn.execute(sa.select(tables.deals).where(
-        cut.where(tables.deals), d.stage.in_(v.OPEN_STAGES), d.stage_entered_at <= at - timedelta(days=after_days),
+    d = LEDGER.deals.c
+    rows = conn.execute(sa.select(LEDGER.deals).where(
+        cut.where(LEDGER.deals), d.stage.in_(v.OPEN_STAGES), d.stage_entered_at <= at - timedelta(days=after_days),
     ).order_by(d.stage_entered_at, d.deal_id))
     return [_stalled(r, at) for r in rows]
 
@@ -203,7 +201,6 @@ def _stalled(row: Any, at: datetime) -> StalledDeal:
 def funnel(
     conn: Connection, *, cut: Cut, at: datetime, span_start: datetime, span_end: datetime,
     group_by: GroupBy | None = None, unit_id: UUID | None = None, stalled_after_days: int = 14,
-    tables: PipelineProjection = PIPELINE,
 ) -> Funnel:
     """How deals moved through the stages in a span, per group: entries, conversion, wins, speed, stalls.
 
@@ -220,24 +217,24 @@ def funnel(
                               allowed=list(GROUP_BYS))
     if stalled_after_days < 1:
         raise ValidationError("query.stalled_after_days", "stalled_after_days must be at least 1", "stalled_after_days")
-    t = tables
-    d, s = t.deals.c, t.stays.c
-    org = Organisation(conn, cut, at, t)
+    d, s = LEDGER.deals.c, PIPELINE.stays.c
+    org = Organisation(conn, cut)
 
     # Only deals with something in the span, or open now (stalled), can contribute.
-    moved_in_span = sa.select(s.deal_id).where(stays_visible(cut, t.stays), sa.or_(
+    moved_in_span = sa.select(s.deal_id).where(stays_visible(cut, PIPELINE.stays), sa.or_(
         sa.and_(s.entered_at >= span_start, s.entered_at < span_end),
         sa.and_(s.left_at >= span_start, s.left_at < span_end),
     ))
-    deals = list(conn.execute(sa.select(t.deals).where(
-        cut.where(t.deals), sa.or_(d.deal_id.in_(moved_in_span), d.stage.in_(v.OPEN_STAGES)))))
-    within = org.subtree(unit_id) if unit_id is not None else None
+    deals = list(conn.execute(sa.select(LEDGER.deals).where(
+        cut.where(LEDGER.deals), sa.or_(d.deal_id.in_(moved_in_span), d.stage.in_(v.OPEN_STAGES)))))
+    within = org.tree.subtree(unit_id) if unit_id is not None else None
     if within is not None:
         deals = [r for r in deals if org.unit_of(r.owner_id, r.closed_at or at) in within]
     stays: dict[UUID, list[Any]] = defaultdict(list)
     ids = sorted(r.deal_id for r in deals)
     for i in range(0, len(ids), 500):
-        for stay in conn.execute(sa.select(t.stays).where(s.deal_id.in_(ids[i : i + 500]), stays_visible(cut, t.stays))
+        for stay in conn.execute(sa.select(PIPELINE.stays).where(s.deal_id.in_(ids[i : i + 500]),
+                                                                 stays_visible(cut, PIPELINE.stays))
                                  .order_by(s.deal_id, s.entered_position)):
             stays[stay.deal_id].append(stay)
 
@@ -263,9 +260,9 @@ def _grouping(group_by: str | None, org: Organisation, at: datetime) -> tuple[Ca
         def unit_key(deal: Any) -> str:
             unit = org.unit_of(deal.owner_id, deal.closed_at or at)
             return "" if unit is None else str(unit)
-        return unit_key, lambda key: org.unit_names.get(UUID(key), key) if key else ""
+        return unit_key, lambda key: (org.tree.name(UUID(key)) or key) if key else ""
     if group_by == "member":
-        return (lambda deal: str(deal.owner_id)), lambda key: org.member_names.get(UUID(key), key)
+        return (lambda deal: str(deal.owner_id)), lambda key: org.member_name(UUID(key)) or key
     return (lambda deal: str(getattr(deal, group_by))), lambda key: key
 
 

@@ -1,8 +1,20 @@
-"""Queries over the pipeline projection's tables (``projections.folds.pipeline``)."""
+"""Pipeline and tasks: where every deal stands and how long it sat in each stage; who owes which task.
+
+Deals are read from the ledger (``projections.folds.progress``), their stays in each stage and
+the tasks from the pipeline projection (``projections.folds.pipeline``), the organisation from
+the measurement core. Every query takes a cut and reads only what was visible at it.
+
+Queries never read the clock: where time matters they take ``at``, the business instant the
+question is asked at. Stays still open at the cut are measured up to ``at``, a task is
+overdue when it is open and due before ``at.date()``, and a member belongs to the unit they
+were in at ``at``. A closed deal belongs to the unit its owner was in when it closed (a deal
+won in March counts for the unit the rep was in in March), as every question places it.
+``at`` may not precede the cut's effective time: stays entered in between would have
+negative lengths.
+"""
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +29,10 @@ from sqlalchemy.engine import Connection
 from domain import values as v
 from domain.errors import ValidationError
 from domain.task import TASK_STATUSES
-from projections.folds.pipeline import LIVE, PipelineProjection
+from projections.folds.pipeline import LIVE as PIPELINE
+from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
+from projections.measure.organisation import Organisation
 
 # --- the queries -----------------------------------------------------------------------------
 
@@ -108,7 +122,6 @@ def pipeline_deals(
     conn: Connection, *, cut: Cut, at: datetime, owner_id: UUID | None = None, unit_id: UUID | None = None,
     stage: str | None = None, status: str | None = None, expected_close_from: date | None = None,
     expected_close_to: date | None = None, limit: int = 100, after: UUID | None = None,
-    tables: PipelineProjection = LIVE,
 ) -> list[PipelineDeal]:
     """Deals at ``cut`` ordered by expected close then id; ``after`` is the last deal of the previous page.
 
@@ -118,21 +131,21 @@ def pipeline_deals(
     _check_at(cut, at)
     if limit < 1:
         raise ValidationError("query.limit", "limit must be at least 1", "limit")
-    t = tables
-    d = t.deals.c
-    query = sa.select(t.deals).where(cut.where(t.deals))
+    deals = LEDGER.deals
+    d = deals.c
+    query = sa.select(deals).where(cut.where(deals))
     if owner_id is not None:
         query = query.where(d.owner_id == owner_id)
     if stage is not None:
         query = query.where(d.stage == v.stage(stage))
     if status is not None:
-        query = query.where(_status_clause(t, status))
+        query = query.where(_status_clause(status))
     if expected_close_from is not None:
         query = query.where(d.expected_close >= expected_close_from)
     if expected_close_to is not None:
         query = query.where(d.expected_close <= expected_close_to)
     if after is not None:
-        key = conn.execute(sa.select(d.expected_close).where(cut.where(t.deals), d.deal_id == after)).scalar()
+        key = conn.execute(sa.select(d.expected_close).where(cut.where(deals), d.deal_id == after)).scalar()
         if key is None:
             raise ValidationError("pipeline.after_unknown", f"deal {after} is not known at this cut", "after")
         query = query.where(sa.or_(d.expected_close > key, sa.and_(d.expected_close == key, d.deal_id > after)))
@@ -140,8 +153,8 @@ def pipeline_deals(
     if unit_id is None:
         rows = list(conn.execute(query.limit(limit)).mappings())
     else:
-        org = Organisation(conn, cut, at, t)
-        within = org.subtree(unit_id)
+        org = Organisation(conn, cut)
+        within = org.tree.subtree(unit_id)
         owners = org.members_ever_in(within)
         if not owners:
             return []
@@ -156,36 +169,32 @@ def pipeline_deals(
                         break
         finally:
             result.close()
-    return _with_stays(conn, rows, cut, at, t)
+    return _with_stays(conn, rows, cut, at)
 
 
-def deal_detail(
-    conn: Connection, deal_id: UUID, *, cut: Cut, at: datetime, tables: PipelineProjection = LIVE
-) -> PipelineDeal | None:
+def deal_detail(conn: Connection, deal_id: UUID, *, cut: Cut, at: datetime) -> PipelineDeal | None:
     """One deal as it stood at ``cut`` with its stage history; None if it was not known there."""
     _check_at(cut, at)
-    t = tables
     rows = list(conn.execute(
-        sa.select(t.deals).where(cut.where(t.deals), t.deals.c.deal_id == deal_id)
+        sa.select(LEDGER.deals).where(cut.where(LEDGER.deals), LEDGER.deals.c.deal_id == deal_id)
     ).mappings())
-    deals = _with_stays(conn, rows, cut, at, t)
+    deals = _with_stays(conn, rows, cut, at)
     return deals[0] if deals else None
 
 
 def stage_summary(
     conn: Connection, *, cut: Cut, at: datetime, unit_id: UUID | None = None,
-    probabilities: Mapping[str, Decimal] = v.DEFAULT_STAGE_PROBABILITIES, tables: PipelineProjection = LIVE,
+    probabilities: Mapping[str, Decimal] = v.DEFAULT_STAGE_PROBABILITIES,
 ) -> list[StageSummaryRow]:
     """Per currency and stage: how many deals, their amount, weighted amount and average days in the stage."""
     _check_at(cut, at)
-    t = tables
-    d = t.deals.c
+    d = LEDGER.deals.c
     query = sa.select(d.owner_id, d.currency, d.amount, d.stage, d.stage_entered_at, d.closed_at).where(
-        cut.where(t.deals))
-    org = Organisation(conn, cut, at, t) if unit_id is not None else None
+        cut.where(LEDGER.deals))
+    org = Organisation(conn, cut) if unit_id is not None else None
     within: set[UUID] = set()
     if org is not None and unit_id is not None:
-        within = org.subtree(unit_id)
+        within = org.tree.subtree(unit_id)
         owners = org.members_ever_in(within)
         if not owners:
             return []
@@ -210,17 +219,16 @@ def stage_summary(
 
 def tasks(
     conn: Connection, *, cut: Cut, at: datetime, assignee_id: UUID | None = None, unit_id: UUID | None = None,
-    status: str | None = None, overdue_only: bool = False, tables: PipelineProjection = LIVE,
+    status: str | None = None, overdue_only: bool = False,
 ) -> list[TaskView]:
     """Tasks at ``cut`` ordered by due date; overdue = open and due before ``at.date()``.
 
     ``unit_id`` selects tasks whose assignee was in that unit's subtree at ``at``.
     """
     _check_at(cut, at)
-    t = tables
-    c = t.tasks.c
+    c = PIPELINE.tasks.c
     today = at.date()
-    query = sa.select(t.tasks).where(cut.where(t.tasks))
+    query = sa.select(PIPELINE.tasks).where(cut.where(PIPELINE.tasks))
     if assignee_id is not None:
         query = query.where(c.assignee_id == assignee_id)
     if status is not None:
@@ -229,8 +237,8 @@ def tasks(
         query = query.where(c.status == "open", c.due < today)
     rows = list(conn.execute(query.order_by(c.due, c.task_id)).mappings())
     if unit_id is not None:
-        org = Organisation(conn, cut, at, t)
-        within = org.subtree(unit_id)
+        org = Organisation(conn, cut, {r["assignee_id"] for r in rows})
+        within = org.tree.subtree(unit_id)
         rows = [r for r in rows if org.unit_of(r["assignee_id"], at) in within]
     return [
         TaskView(
@@ -243,33 +251,27 @@ def tasks(
 
 
 def task_summary(
-    conn: Connection, *, cut: Cut, at: datetime, unit_id: UUID | None = None, tables: PipelineProjection = LIVE
+    conn: Connection, *, cut: Cut, at: datetime, unit_id: UUID | None = None
 ) -> list[MemberTaskSummary]:
     """Per member with tasks at ``cut``: how many are open, overdue (at ``at``), done and cancelled."""
     _check_at(cut, at)
-    t = tables
-    c = t.tasks.c
+    c = PIPELINE.tasks.c
     today = at.date()
     counts: dict[UUID, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("open", "overdue", "done", "cancelled"), 0))
-    for row in conn.execute(sa.select(c.assignee_id, c.status, c.due).where(cut.where(t.tasks))):
+    for row in conn.execute(sa.select(c.assignee_id, c.status, c.due).where(cut.where(PIPELINE.tasks))):
         tally = counts[row.assignee_id]
         tally[row.status] += 1
         if row.status == "open" and row.due < today:
             tally["overdue"] += 1
-    org = Organisation(conn, cut, at, t)
-    within = org.subtree(unit_id) if unit_id is not None else None
-    m = t.members.c
-    names = {
-        r.member_id: r.name for r in conn.execute(
-            sa.select(m.member_id, m.name).where(cut.where(t.members), m.member_id.in_(sorted(counts)))
-        )
-    } if counts else {}
+    org = Organisation(conn, cut, counts)
+    within = org.tree.subtree(unit_id) if unit_id is not None else None
     result = []
     for member_id, tally in counts.items():
         unit = org.unit_of(member_id, at)
         if within is not None and unit not in within:
             continue
-        result.append(MemberTaskSummary(member_id=member_id, name=names.get(member_id, ""), unit_id=unit, **tally))
+        result.append(MemberTaskSummary(member_id=member_id, name=org.member_name(member_id) or "", unit_id=unit,
+                                        **tally))
     return sorted(result, key=lambda s: (s.name, s.member_id))
 
 
@@ -283,11 +285,12 @@ def _check_at(cut: Cut, at: datetime) -> None:
         raise ValidationError("query.at_before_cut", "at must not precede the cut's effective time", "at")
 
 
-def _status_clause(t: PipelineProjection, status: str) -> sa.ColumnElement[bool]:
+def _status_clause(status: str) -> sa.ColumnElement[bool]:
     if status not in DEAL_STATUSES:
         raise ValidationError("pipeline.status", f"status must be one of {', '.join(DEAL_STATUSES)}", "status",
                               allowed=list(DEAL_STATUSES))
-    return t.deals.c.stage.in_(v.OPEN_STAGES) if status == "open" else t.deals.c.stage == status
+    stage = LEDGER.deals.c.stage
+    return stage.in_(v.OPEN_STAGES) if status == "open" else stage == status
 
 
 def _task_status(status: str) -> str:
@@ -318,14 +321,14 @@ def _stay(row: Any, cut: Cut, at: datetime) -> StageStay:
                      days=_days((left_at or at) - row["entered_at"]).quantize(_TWO_PLACES))
 
 
-def _with_stays(conn: Connection, rows: Sequence[Any], cut: Cut, at: datetime, t: PipelineProjection
-                ) -> list[PipelineDeal]:
-    s = t.stays.c
+def _with_stays(conn: Connection, rows: Sequence[Any], cut: Cut, at: datetime) -> list[PipelineDeal]:
+    stays_table = PIPELINE.stays
+    s = stays_table.c
     ids = [r["deal_id"] for r in rows]
     stays: dict[UUID, list[StageStay]] = defaultdict(list)
     for i in range(0, len(ids), 500):
         for stay in conn.execute(
-            sa.select(t.stays).where(s.deal_id.in_(ids[i : i + 500]), _stays_at(cut, t.stays))
+            sa.select(stays_table).where(s.deal_id.in_(ids[i : i + 500]), _stays_at(cut, stays_table))
             .order_by(s.deal_id, s.entered_position)
         ).mappings():
             stays[stay["deal_id"]].append(_stay(stay, cut, at))
@@ -342,48 +345,3 @@ def _with_stays(conn: Connection, rows: Sequence[Any], cut: Cut, at: datetime, t
         )
         for r in rows
     ]
-
-
-class Organisation:
-    """The unit tree at ``at``, every member's unit over time and the names, as visible at a cut."""
-
-    def __init__(self, conn: Connection, cut: Cut, at: datetime, tables: PipelineProjection | None = None) -> None:
-        t = tables or LIVE
-        tree_cut = Cut(cut.position, at if cut.as_of is None else min(at, cut.as_of))
-        self.children: dict[UUID, list[UUID]] = defaultdict(list)
-        self.unit_names: dict[UUID, str] = {}
-        for row in conn.execute(sa.select(t.units.c.unit_id, t.units.c.parent_id, t.units.c.name)
-                                .where(tree_cut.where(t.units))):
-            self.unit_names[row.unit_id] = row.name
-            if row.parent_id is not None:
-                self.children[row.parent_id].append(row.unit_id)
-        m = t.members.c
-        visible = m.position <= cut.position if cut.as_of is None else sa.and_(
-            m.position <= cut.position, m.effective_at <= cut.as_of)
-        self.memberships: dict[UUID, list[tuple[datetime, UUID]]] = defaultdict(list)
-        self.member_names: dict[UUID, str] = {}
-        for row in conn.execute(sa.select(m.member_id, m.effective_at, m.unit_id, m.name).where(visible)
-                                .order_by(m.member_id, m.position)):
-            self.memberships[row.member_id].append((row.effective_at, row.unit_id))
-            self.member_names[row.member_id] = row.name
-
-    def unit_of(self, member_id: UUID, when: datetime) -> UUID | None:
-        history = self.memberships.get(member_id)
-        if not history:
-            return None
-        i = bisect.bisect_right(history, when, key=lambda h: h[0])
-        # Before the member was added (back-dated facts) they count in their first unit.
-        return history[i - 1][1] if i > 0 else history[0][1]
-
-    def subtree(self, unit_id: UUID) -> set[UUID]:
-        found = {unit_id}
-        stack = [unit_id]
-        while stack:
-            for child in self.children.get(stack.pop(), []):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return found
-
-    def members_ever_in(self, units: set[UUID]) -> set[UUID]:
-        return {member for member, history in self.memberships.items() if any(u in units for _, u in history)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -38,13 +37,18 @@ from sqlalchemy.engine import Connection
 from domain import values as v
 from domain.errors import NotFound, ValidationError
 from projections.folds.pipeline import LIVE as PIPELINE
-from projections.folds.progress import LIVE as PROGRESS
+from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
+from projections.measure.arithmetic import MeasureConfig, figures
+from projections.measure.facts import ACTIVITY, LOST, WON, Bucket, Cell, tally
+from projections.measure.organisation import Organisation
+from projections.measure.series import Step, series
+from projections.measure.targets import TargetHistory, cell, midnight
 from projections.processes import alerts as alerts_module
 from projections.processes.alerts import Alert, list_alerts
 from projections.queries.analytics import check_at
-from projections.queries.pipeline import Organisation
-from projections.queries.progress import ProgressConfig, ProgressFilter, ProgressRow, progress
+from projections.queries.plans import find_plan
+from projections.queries.progress import ProgressFilter, ProgressRow, progress
 
 _DAY_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TWO: Final = Decimal("0.01")
@@ -101,63 +105,55 @@ class Report:
 
 
 def member_report(conn: Connection, *, member_id: UUID, period: str, at: datetime, position: int,
-                  config: ProgressConfig = ProgressConfig()) -> Report:
+                  config: MeasureConfig = MeasureConfig()) -> Report:
     """A member's day or week: what they logged, moved, won, lost and finished, and where their targets stand."""
     return _report(conn, "member", member_id, report_window(period), at, position, config)
 
 
 def unit_report(conn: Connection, *, unit_id: UUID, period: str, at: datetime, position: int,
-                config: ProgressConfig = ProgressConfig()) -> Report:
+                config: MeasureConfig = MeasureConfig()) -> Report:
     """A unit's day or week (its subtree, each fact counted where its member was then)."""
     return _report(conn, "unit", unit_id, report_window(period), at, position, config)
 
 
 def _report(conn: Connection, subject: str, subject_id: UUID, window: ReportWindow, at: datetime, position: int,
-            config: ProgressConfig) -> Report:
+            config: MeasureConfig) -> Report:
     check_at(Cut(position), at)
     if at <= window.start:
         raise ValidationError("report.not_started", "the report's window has not begun at `at`", "at")
     as_of = min(at, window.end)
     cut = Cut(position, as_of)
-    org = Organisation(conn, cut, as_of)
+    org = Organisation(conn, cut)
     if subject == "member":
-        if subject_id not in org.member_names:
+        name = org.member_name(subject_id)
+        if name is None:
             raise NotFound("member", subject_id, "member_id")
-        name = org.member_names[subject_id]
 
         def mine(member: UUID, when: datetime) -> bool:
             return member == subject_id  # a member's own facts, wherever they were
     else:
-        if subject_id not in org.unit_names:
+        name = org.tree.name(subject_id)
+        if name is None:
             raise NotFound("unit", subject_id, "unit_id")
-        name = org.unit_names[subject_id]
-        within = org.subtree(subject_id)
+        within = org.tree.subtree(subject_id)
 
         def mine(member: UUID, when: datetime) -> bool:
             return org.unit_of(member, when) in within
 
     start, end = window.start, window.end
-    a = PROGRESS.activities.c
-    kinds: Counter[str] = Counter()
-    for row in conn.execute(sa.select(a.member_id, a.kind, a.effective_at).where(
-            cut.where(PROGRESS.activities), a.effective_at >= start, a.effective_at < end)):
-        if mine(row.member_id, row.effective_at):
-            kinds[row.kind] += 1
+    # Activities, wins and losses are facts: counted by the core, placed where their member was then.
+    counted = tally(conn, [Cell("report", (ACTIVITY, WON, LOST), subject_id, start, end, currency="")], cut,
+                    at=as_of)["report"]
+    kinds = {kind: b.count for kind, b in counted.details(ACTIVITY).items()}
 
     # The deal's row written by the event that entered the stay says who owned it then.
-    s, d = PIPELINE.stays.c, PIPELINE.deals.c
+    s, d = PIPELINE.stays.c, LEDGER.deals.c
     moves = conn.execute(
         sa.select(s.deal_id, s.entered_at, d.owner_id)
-        .join(PIPELINE.deals, sa.and_(d.deal_id == s.deal_id, d.position == s.entered_position))
+        .join(LEDGER.deals, sa.and_(d.deal_id == s.deal_id, d.position == s.entered_position))
         .where(s.entered_position <= cut.position, s.entered_at >= start, s.entered_at < end,
                s.entered_at <= as_of, d.last_stage_change_at.is_not(None)))
     moved = [r.deal_id for r in moves if mine(r.owner_id, r.entered_at)]
-
-    closed: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
-    for row in conn.execute(sa.select(d.owner_id, d.stage, d.amount, d.currency, d.closed_at).where(
-            cut.where(PIPELINE.deals), d.stage.in_(v.CLOSED_STAGES), d.closed_at >= start, d.closed_at < end)):
-        if mine(row.owner_id, row.closed_at):
-            closed[row.stage].append((row.currency, row.amount))
 
     t = PIPELINE.tasks.c
     done = overdue = 0
@@ -173,37 +169,29 @@ def _report(conn: Connection, subject: str, subject_id: UUID, window: ReportWind
     return Report(
         kind=window.kind, subject_type=subject, subject_id=subject_id, name=name, period=window.key,
         window_start=start, window_end=end, position=position, as_of=as_of,
-        activities={kind: kinds[kind] for kind in v.ACTIVITY_KINDS}, activities_total=sum(kinds.values()),
+        activities={kind: kinds.get(kind, 0) for kind in v.ACTIVITY_KINDS}, activities_total=sum(kinds.values()),
         stage_changes=len(moved), deals_moved=len(set(moved)),
-        won_count=len(closed["won"]), won_amount=_per_currency(closed["won"]),
-        lost_count=len(closed["lost"]), lost_amount=_per_currency(closed["lost"]),
+        won_count=counted.of(WON).count, won_amount=_per_currency(counted.details(WON)),
+        lost_count=counted.of(LOST).count, lost_amount=_per_currency(counted.details(LOST)),
         tasks_done=done, tasks_overdue=overdue,
         targets=_targets(conn, cut, subject, subject_id, window, config),
         open_alerts=_open_alerts(conn, subject, subject_id, as_of),
     )
 
 
-def _per_currency(items: list[tuple[str, Decimal]]) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for currency, amount in items:
-        totals[currency] += amount
-    return {c: totals[c].quantize(_TWO) for c in sorted(totals)}
+def _per_currency(by_currency: dict[str, Bucket]) -> dict[str, Decimal]:
+    return {c: (Decimal(by_currency[c].cents_any) / 100).quantize(_TWO) for c in sorted(by_currency)}
 
 
 def _targets(conn: Connection, cut: Cut, subject: str, subject_id: UUID, window: ReportWindow,
-             config: ProgressConfig) -> list[ProgressRow]:
-    p = PROGRESS.plans.c
-    published = set(conn.execute(sa.select(p.plan_id).where(cut.where(PROGRESS.plans), p.status == "published"))
+             config: MeasureConfig) -> list[ProgressRow]:
+    p = LEDGER.plans.c
+    published = set(conn.execute(sa.select(p.plan_id).where(cut.where(LEDGER.plans), p.status == "published"))
                     .scalars())
     filters = ProgressFilter(member_id=subject_id) if subject == "member" else ProgressFilter(unit_id=subject_id)
     assert cut.as_of is not None
     rows = progress(conn, cut=cut, now=cut.as_of, filters=filters, config=config).rows
-    return [r for r in rows if r.plan_id in published and _overlaps(r.period, window)]
-
-
-def _overlaps(period: str, window: ReportWindow) -> bool:
-    p = v.Period.parse(period)
-    return p.start_at < window.end and window.start < p.end_at
+    return [r for r in rows if r.plan_id in published and r.window_start < window.end and window.start < r.window_end]
 
 
 def _open_alerts(conn: Connection, subject: str, subject_id: UUID, as_of: datetime) -> list[Alert]:
@@ -287,31 +275,38 @@ class Burnup:
 
 
 def burnup(conn: Connection, *, target_id: UUID, position: int, until: datetime,
-           config: ProgressConfig = ProgressConfig()) -> Burnup:
-    """The burn-up series of one target over its period's days up to ``until`` (``progress`` at daily cuts)."""
+           config: MeasureConfig = MeasureConfig()) -> Burnup:
+    """The burn-up series of one target over its window's days up to ``until``: each day as it stood at its end.
+
+    The facts are read once for every day (``projections.measure.series``); each day's figures
+    are the ones ``/progress`` reports at that day's cut.
+    """
     check_at(Cut(position), until)
-    t = PROGRESS.targets.c
-    row = conn.execute(sa.select(t.period, t.metric).where(Cut(position).where(PROGRESS.targets),
-                                                           t.target_id == target_id)).first()
+    t = LEDGER.targets.c
+    row = conn.execute(sa.select(t.plan_id, t.period, t.metric).where(Cut(position).where(LEDGER.targets),
+                                                                      t.target_id == target_id)).first()
     if row is None:
         raise NotFound("target", target_id, "target_id")
-    period = v.Period.parse(row.period)
-    points: list[BurnupPoint] = []
-    currency = ""
-    only = ProgressFilter(target_ids=frozenset({target_id}))
-    day = period.start
-    while day < period.end:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        if start >= until:
-            break
-        as_of = min(start + timedelta(days=1), until)
-        rows = progress(conn, cut=Cut(position, as_of), now=as_of, filters=only, config=config).rows
-        if rows:  # the target may have been set after the period began
-            r = rows[0]
-            currency = r.currency
-            points.append(BurnupPoint(day, as_of, r.committed, r.stretch, r.expected_to_date, r.actual, r.forecast))
+    plan = find_plan(conn, row.plan_id, position)
+    history = TargetHistory(conn, plan_id=row.plan_id, position=position, metric=row.metric, period=row.period)
+    rows = history.rows[target_id]
+    start, end = midnight(rows[0].period_start), midnight(rows[0].period_end)
+    days: list[tuple[date, datetime]] = []
+    day = start
+    while day < end and day < until:
+        days.append((day.date(), min(day + timedelta(days=1), until)))
         day += timedelta(days=1)
-    return Burnup(target_id, row.metric, row.period, currency, position, until, points)
+    steps = [Step(position, as_of) for _, as_of in days]
+    target = next(x for x in history.at(Cut(position)) if x.target_id == target_id) if steps else None
+    counted = series(conn, [cell(target, plan.currency)], steps)[str(target_id)] if target else []
+    points: list[BurnupPoint] = []
+    for (day_, as_of), day_tally in zip(days, counted, strict=True):
+        in_force = [x for x in history.at(Cut(position, as_of)) if x.target_id == target_id]
+        if not in_force:  # the target may have been set after the period began
+            continue
+        f = figures(row.metric, in_force[0].committed, in_force[0].stretch, day_tally, start, end, as_of, config)
+        points.append(BurnupPoint(day_, as_of, f.committed, f.stretch, f.expected_to_date, f.actual, f.forecast))
+    return Burnup(target_id, row.metric, row.period, plan.currency, position, until, points)
 
 
 _COLOURS: Final = {"target": "#444444", "stretch": "#999999", "expected": "#8c8c8c", "actual": "#1f6fb4",

@@ -1,9 +1,16 @@
-"""Queries over the versions projection's tables (``projections.folds.versions``)."""
+"""Plan versions: every published version's tree, what changed between two, and a version against actuals.
+
+Totals follow the one roll-up rule (``projections.measure.targets``): per metric and window,
+the targets that stand for the plan's owning unit, so a unit's target and the members'
+targets it was split into are counted once. A version's targets are measured through the
+core like live ones: a target removed since a version still has an actual (what was sold in
+its window and scope), and it is the same figure ``/progress`` reports for a live target.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -14,11 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from domain import values as v
-from projections.folds.progress import LIVE as PROGRESS
-from projections.folds.versions import LIVE, VersionTarget, as_row, as_target, metric_order, snapshot
+from projections.folds.versions import LIVE, VersionTarget, as_target, snapshot
 from projections.history import Cut
-from projections.queries import progress as progress_projection
-from projections.queries.progress import ProgressConfig, ProgressFilter, ProgressRow, progress
+from projections.measure.arithmetic import MeasureConfig, divide, exact, ratio
+from projections.measure.organisation import Span, Tree, member_spans, tree_at
+from projections.measure.targets import Rollup, Target, from_period, targets_at, window_order
+from projections.queries.plans import find_plan
+from projections.queries.progress import progress_rows
 
 # --- queries -----------------------------------------------------------------------------------
 
@@ -87,17 +96,17 @@ class TargetDelta:
 
 @dataclass(frozen=True)
 class MetricTotal:
-    """What a version plans for one additive metric in one period, beside the other version.
+    """What a version plans for one additive metric in one window, beside the other version.
 
-    Per period, because a year and its quarters must not be added up; within a period, a
-    target counts unless its parent is in the same period (a unit's Q2 split by member is
-    counted once, as the unit's Q2). When revised children no longer sum to their parent,
-    the parent's period and the children's periods show it. The stretch total counts a
-    target without a stretch value at its committed value. Ratio metrics never sum up.
+    The total is the sum of the targets that stand for the plan's owning unit (the roll-up
+    rule); the stretch total counts a target without a stretch value at its committed value.
+    Ratio metrics never sum up.
     """
 
     metric: str
     period: str
+    window_start: datetime
+    window_end: datetime
     from_committed: Decimal
     to_committed: Decimal
     committed_delta: Decimal
@@ -109,6 +118,7 @@ class MetricTotal:
 @dataclass(frozen=True)
 class VersionComparison:
     plan_id: UUID
+    position: int  # the totals' organisation is read here; the versions themselves never change
     from_version: int
     to_version: int
     added: list[VersionTarget]
@@ -171,24 +181,44 @@ def _delta(before: Decimal | None, after: Decimal | None) -> Decimal | None:
     return None if before is None or after is None else after - before
 
 
-def metric_totals(before: Sequence[VersionTarget], after: Sequence[VersionTarget]) -> list[MetricTotal]:
-    """Each additive metric's plan per period in two trees (see ``MetricTotal``)."""
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
-    for i, tree in enumerate((before, after)):
-        periods = {t.target_id: t.period for t in tree}
-        for t in tree:
-            if t.metric in v.ADDITIVE_METRICS and (t.parent_id is None or periods.get(t.parent_id) != t.period):
-                sums[(t.metric, t.period)][i] += t.committed
-                sums[(t.metric, t.period)][2 + i] += t.committed if t.stretch is None else t.stretch
-    order = sorted(sums, key=lambda key: (metric_order(key[0]), v.Period.parse(key[1]).start, key[1]))
-    return [
-        MetricTotal(metric, period, fc, tc, tc - fc, fs, ts, ts - fs)
-        for metric, period in order
-        for fc, tc, fs, ts in [sums[(metric, period)]]
-    ]
+def measured(plan_id: UUID, target: VersionTarget) -> Target:
+    """A version's target as the measurement core sees it."""
+    return from_period(target_id=target.target_id, plan_id=plan_id, parent_id=target.parent_id, metric=target.metric,
+                       period=target.period, unit_id=target.unit_id, member_id=target.member_id,
+                       product_line=target.product_line, region=target.region, segment=target.segment,
+                       committed=target.committed, stretch=target.stretch)
 
 
-def compare_versions(conn: Connection, plan_id: UUID, from_version: int, to_version: int) -> VersionComparison:
+def metric_totals(conn: Connection, plan_id: UUID, before: Sequence[VersionTarget], after: Sequence[VersionTarget],
+                  *, position: int) -> list[MetricTotal]:
+    """Each additive metric's plan per window in two trees, rolled up to the plan's unit (see ``MetricTotal``)."""
+    cut = Cut(position)
+    owner = find_plan(conn, plan_id, position).unit_id
+    trees = [[measured(plan_id, t) for t in tree] for tree in (before, after)]
+    members = {t.member_id for tree in trees for t in tree if t.member_id is not None}
+    return rollup_totals(owner, trees[0], trees[1], tree_at(conn, cut), member_spans(conn, position, members))
+
+
+def rollup_totals(owner: UUID, before: Sequence[Target], after: Sequence[Target], tree: Tree,
+                  spans: Mapping[UUID, Sequence[Span]]) -> list[MetricTotal]:
+    """The totals of two sets of targets for the unit ``owner``, window by window (the roll-up rule)."""
+    rollups = [Rollup([t for t in side if t.metric in v.ADDITIVE_METRICS], tree, spans) for side in (before, after)]
+    windows = sorted({w for r in rollups for w in r.groups}, key=window_order)
+    totals = []
+    for window in windows:
+        sums = []
+        for rollup in rollups:
+            chosen = rollup.covering(window, unit_id=owner)
+            sums.append((sum((t.committed for t in chosen), Decimal(0)),
+                         sum((t.committed if t.stretch is None else t.stretch for t in chosen), Decimal(0))))
+        (fc, fs), (tc, ts) = sums
+        period = next(t.period for r in rollups for t in r.groups.get(window, []))
+        totals.append(MetricTotal(window[0], period, window[1], window[2], fc, tc, tc - fc, fs, ts, ts - fs))
+    return totals
+
+
+def compare_versions(conn: Connection, plan_id: UUID, from_version: int, to_version: int, *, position: int
+                     ) -> VersionComparison:
     """What changed from one published version to another, why, and what it did to the totals.
 
     Version 0 is the empty plan before its first target: comparing 0 with 1 shows how the
@@ -219,9 +249,9 @@ def compare_versions(conn: Connection, plan_id: UUID, from_version: int, to_vers
         if t.target_id in old and (t.committed, t.stretch) != (old[t.target_id].committed, old[t.target_id].stretch)
     ]
     return VersionComparison(
-        plan_id=plan_id, from_version=from_version, to_version=to_version,
+        plan_id=plan_id, position=position, from_version=from_version, to_version=to_version,
         added=[t for t in after if t.target_id not in old], removed=[t for t in before if t.target_id not in new],
-        changed=changed, changes=changes, totals=metric_totals(before, after),
+        changed=changed, changes=changes, totals=metric_totals(conn, plan_id, before, after, position=position),
     )
 
 
@@ -253,44 +283,9 @@ class ActualsComparison:
     rows: list[TargetActual]
 
 
-def _ratio(numerator: Decimal, denominator: Decimal | None) -> Decimal | None:
-    # The same precision as progress's attainment.
-    return None if not denominator else (numerator / denominator).quantize(Decimal("0.0001"))
-
-
-def actuals_for_targets(
-    conn: Connection, plan_id: UUID, targets: Sequence[VersionTarget], *, cut: Cut, now: datetime,
-    config: ProgressConfig = ProgressConfig(),
-) -> dict[UUID, ProgressRow]:
-    """Progress of targets that need not exist at the cut (removed since a version), measured like
-    ``progress.progress`` measures live targets: the same facts, organisation and arithmetic.
-
-    It reuses the progress projection's fact index and row computation on a target row built
-    from the version instead of read from the live target table; those helpers are private to
-    ``projections.progress``, so a change there must keep this in step (the tests check that
-    both paths agree on a target that still exists).
-    """
-    if not targets:
-        return {}
-    t = PROGRESS
-    at = cut.as_of or now
-    currency = conn.execute(
-        sa.select(t.plans.c.currency).where(cut.where(t.plans), t.plans.c.plan_id == plan_id)
-    ).scalar() or ""
-    periods = [v.Period.parse(target.period) for target in targets]
-    org = progress_projection.Organisation(conn, cut, t)
-    facts = progress_projection._facts(
-        conn, cut, org, min(p.start_at for p in periods), max(p.end_at for p in periods), at, config, t)
-    return {
-        target.target_id: progress_projection._row(
-            {**as_row(target), "plan_id": plan_id}, currency, facts, org, at, config)
-        for target in targets
-    }
-
-
 def compare_with_actuals(
     conn: Connection, plan_id: UUID, version: int, *, cut: Cut, now: datetime,
-    config: ProgressConfig = ProgressConfig(),
+    config: MeasureConfig = MeasureConfig(),
 ) -> ActualsComparison:
     """Each target of ``version`` against its actual at ``cut``: what the retrospective asks.
 
@@ -305,21 +300,22 @@ def compare_with_actuals(
     The version must be known at ``cut.position`` (VersionNotFound otherwise).
     """
     tree = version_tree(conn, plan_id, version, position=cut.position)
-    report = progress(conn, cut=cut, now=now, config=config, filters=ProgressFilter(
-        plan_id=plan_id, target_ids=frozenset(t.target_id for t in tree.targets)))
-    live = {r.target_id: r for r in report.rows}
-    gone = actuals_for_targets(conn, plan_id, [t for t in tree.targets if t.target_id not in live], cut=cut, now=now,
-                               config=config)
+    at = cut.as_of or now
+    current = {t.target_id: t for t in targets_at(conn, cut, plan_ids=[plan_id])}
+    measured_rows = {r.target_id: r for r in progress_rows(
+        conn, [measured(plan_id, t) for t in tree.targets], cut=cut, at=at, config=config)}
     rows = []
     for target in tree.targets:
-        current = live.get(target.target_id)
-        actual = (current or gone[target.target_id]).actual
+        now_target = current.get(target.target_id)
+        actual = measured_rows[target.target_id].actual
         rows.append(TargetActual(
-            target=target, current=current is not None,
-            current_committed=current.committed if current else None,
-            current_stretch=current.stretch if current else None,
-            actual=actual, attainment=_ratio(actual, target.committed),
-            stretch_attainment=_ratio(actual, target.stretch), gap=target.committed - actual,
-            current_attainment=current.attainment if current else None,
+            target=target, current=now_target is not None,
+            current_committed=now_target.committed if now_target else None,
+            current_stretch=now_target.stretch if now_target else None,
+            actual=actual, attainment=measured_rows[target.target_id].attainment,
+            stretch_attainment=measured_rows[target.target_id].stretch_attainment,
+            gap=measured_rows[target.target_id].gap,
+            current_attainment=ratio(divide(exact(actual), exact(now_target.committed)))
+            if now_target is not None else None,
         ))
     return ActualsComparison(plan_id, version, cut.position, cut.as_of or now, cut.as_of, rows)
