@@ -449,6 +449,9 @@ class CommandOut(Out):
     child_ids: list[UUID] | None = Field(default=None, exclude_if=_absent,
                                          description="decompose: the children, in the order of parts")
     plan_version: int | None = Field(default=None, exclude_if=_absent, description="publish: the version frozen")
+    affected_ids: list[UUID] | None = Field(
+        default=None, exclude_if=_absent,
+        description="revise, remove-target: every other target the change moved (rolled up, absorbed, re-spread)")
 
 
 class EntityOut(Out):

@@ -719,6 +719,9 @@ class _Rework:
         """Set a target from committed and excess; False when nothing changed."""
         old_c, old_s = self.value(target_id)
         stretch = None if old_s is None and excess == 0 else committed + excess
+        # An unchanged value keeps the digits it was written with (5200000 stays 5200000, not 5200000.00).
+        committed = old_c if committed == old_c else committed
+        stretch = old_s if stretch is not None and stretch == old_s else stretch
         if (committed, stretch) == (old_c, old_s):
             return False
         self.put(target_id, committed, stretch, via)
