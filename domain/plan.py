@@ -498,7 +498,7 @@ class Plan(SalesAggregate):
         ``"subtree"`` (the parent shrinks with it) or ``"respread"`` (over its siblings, by
         ``method`` proportional or equal, the residue on ``residue_to``)."""
         why = self._check_change(reason, effective_at)
-        target = self._target(target_id, "target_id")
+        self._target(target_id, "target_id")
         decomposition = self.decomposition_of(target_id)
         if mode is not None and mode not in REMOVE_MODES:
             raise ValidationError("target.remove_mode", f"mode must be one of {', '.join(REMOVE_MODES)}", "mode",
@@ -518,7 +518,6 @@ class Plan(SalesAggregate):
         work = _Rework(self, ())
         if decomposition is not None:
             siblings = [c for c in decomposition["children"] if c != target_id]
-            parent_id = target["parent_id"]
             if mode == "respread":
                 if not siblings:
                     raise RuleViolation("target.remove_no_siblings",
@@ -530,8 +529,7 @@ class Plan(SalesAggregate):
                 if residue_to is not None and residue_to not in siblings:
                     raise RuleViolation("decomposition.residue_to", "residue_to must name one of the siblings",
                                         "residue_to")
-                work.spread(parent_id, decomposition, siblings, Spread(by=decomposition["by"], method=method,
-                                                                       residue_to=residue_to), "")
+                work.share_out(target_id, decomposition, siblings, method, residue_to)
             elif siblings:
                 c, s = work.value(target_id)
                 work.roll_up(target_id, -c, -(upside_of(c, s) - c), "target_id")
@@ -793,7 +791,7 @@ class _Rework:
             raise ValidationError("spread.method", f"method must be one of {', '.join(SPREAD_METHODS)}",
                                   f"{field}method", allowed=list(SPREAD_METHODS))
         at = children.index(residue)
-        days = [(window_of(self.plan.targets[c])[1] - window_of(self.plan.targets[c])[0]).days for c in children]
+        days = self.days(children)
         current = [self.value(c)[0] for c in children]
         try:
             committed = respread(self.value(parent_id)[0], current, method=spec.method, places=places,
@@ -808,6 +806,34 @@ class _Rework:
         for child, c, extra in zip(children, committed, excess, strict=True):
             if self.set_parts(child, c, extra, RE_SPREAD):
                 self.spread_beneath(child)
+
+    def share_out(self, removed: UUID, d: dict[str, Any], siblings: list[UUID], method: str,
+                  residue_to: UUID | None) -> None:
+        """Add a removed child's committed value and upside to its siblings (proportionally to what
+        they hold, or equally), so the parent keeps its sum."""
+        metric = self.plan.targets[removed]["metric"]
+        residue = residue_to if residue_to is not None else (
+            d["residue_to"] if d["residue_to"] in siblings else siblings[0])
+        at = siblings.index(residue)
+        days = self.days(siblings)
+        current = [self.value(c)[0] for c in siblings]
+        excess = [self.excess(c) for c in siblings]
+        shares = respread(self.value(removed)[0], current, method=method, places=places_of(metric), residue_to=at,
+                          days=days)
+        none = [Decimal(0)] * len(siblings)
+        proportional = method == "proportional"
+        extra = split_upside(self.excess(removed), excess if proportional else none, current if proportional else none,
+                             places=places_of(metric), residue_to=at, days=days)
+        for child, c, e, share, more in zip(siblings, current, excess, shares, extra, strict=True):
+            if self.set_parts(child, c + share, e + more, RE_SPREAD):
+                self.spread_beneath(child)
+
+    def days(self, children: list[UUID]) -> list[int] | None:
+        """Weeks clipped to their month share "equally" by days; other periods share equally."""
+        targets = [self.plan.targets[c] for c in children]
+        if not all(v.Period.parse(t["period"]).kind == "week" for t in targets):
+            return None
+        return [(window_of(t)[1] - window_of(t)[0]).days for t in targets]
 
     def check_all_used(self) -> None:
         for key, (i, spec) in self.specs.items():
