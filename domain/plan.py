@@ -479,14 +479,15 @@ class Plan(SalesAggregate):
         if value == target["committed"] and upside == target["stretch"]:
             raise RuleViolation("target.unchanged", "the revision changes nothing", "committed")
         work = _Rework(self, spread)
+        absorber = self._absorber(target_id, absorb)
         work.put(target_id, value, upside, "")
-        work.absorb(target_id, self._absorber(target_id, absorb), "absorb")
+        work.absorb(target_id, absorber, "absorb")
         work.spread_beneath(target_id)
         work.check_all_used()
         self.trigger_event(
             self.TargetRevised, target_id=target_id, committed=value, stretch=upside,
             previous_committed=target["committed"], previous_stretch=target["stretch"], reason=why,
-            absorb="" if absorb is None else str(absorb), effects=work.effects(exclude={target_id}),
+            absorb="" if absorber is None else str(absorber), effects=work.effects(exclude={target_id}),
             actor=actor, effective_at=effective_at,
         )
 
