@@ -231,6 +231,7 @@ class _Demo:
         self.organisation()
         self.catalogue()
         self.plan()
+        self.backfill()
         self.tasks()
         count = self.rng.randint(230, 270) if self.deal_count is None else self.deal_count
         deals = [self.deal(n) for n in range(count)]
@@ -268,11 +269,13 @@ class _Demo:
                     rep_id, email = member(next(names), "rep", team_id, n)
                     self.reps.append(_Rep(rep_id, email, team_id, region, self.rng.uniform(0.6, 1.4)))
 
-        # Mid-quarter a rep backfills another team of the same region; earlier results stay where they were.
+    def backfill(self) -> None:
+        """Mid-quarter a rep backfills another team of the same region; earlier results stay where they
+        were, and so does her quarter's target: she was planned in the team she belonged to at its start."""
         mover = self.reps[0]
         target_team = next(r.team for r in self.reps if r.region == mover.region and r.team != mover.team)
         self.done(self.app.move_member(mover.id, unit_id=target_team, reason="backfill after a resignation",
-                                       actor=self.managers[company], effective_at=self.at(0.45)))
+                                       actor=self.managers[self.summary.company_id], effective_at=self.at(0.45)))
         mover.team = target_team
 
     def catalogue(self) -> None:
@@ -351,10 +354,10 @@ class _Demo:
             second, third = (plan_state.targets[t] for t in self.rep_months[rep][1:])
             moved = (second["committed"] * Decimal("0.2")).quantize(Decimal("0.01"))
             why = f"{self.rng.choice(self.accounts)[1]} slipped its order from {months[1]} into {months[2]}"
-            for t, sign in ((second, -1), (third, 1)):
-                self.done(app.revise_target(plan, target_id=t["target_id"], committed=t["committed"] + sign * moved,
-                                            stretch=t["stretch"] + sign * moved, reason=why, actor=head,
-                                            effective_at=revising))
+            # One revision: the third month absorbs what the second gives up, so the rep's quarter holds.
+            self.done(app.revise_target(plan, target_id=second["target_id"], committed=second["committed"] - moved,
+                                        stretch=second["stretch"] - moved, absorb=str(third["target_id"]), reason=why,
+                                        actor=head, effective_at=revising))
         s.plan_version = self.done(app.publish_plan(plan, note="mid-quarter rolling adjustment", actor=head,
                                                     effective_at=self.at(0.5))).details["plan_version"]
 

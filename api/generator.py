@@ -351,7 +351,9 @@ class _World:
                     committed += places
                 stretch = None if target["stretch"] is None else max(target["stretch"], committed * Decimal("1.15")
                                                                      ).quantize(places)
+                # The rolling adjustment moves the total with it: every ancestor changes by the difference.
                 plan.revise_target(target_id=target["target_id"], committed=committed, stretch=stretch,
+                                   absorb=None if target["parent_id"] is None else "parent",
                                    reason=self.rnd.choice(REVISION_REASONS), actor=HEAD_OF_SALES,
                                    effective_at=self.at(plan, at))
                 self.touch(plan)
@@ -569,7 +571,10 @@ class _World:
             self.touch(task)
         for plan, target in self.member_targets.pop(rep, []):
             if target in plan.targets and plan.status != "closed":
-                plan.remove_target(target_id=target, reason=f"{self.members[rep].name} left the company",
+                # The team keeps its number: the teammates take over the leaver's share.
+                shared = plan.decomposition_of(target)
+                mode = "respread" if shared is not None and len(shared["children"]) > 1 else "subtree"
+                plan.remove_target(target_id=target, mode=mode, reason=f"{self.members[rep].name} left the company",
                                    actor=HEAD_OF_SALES, effective_at=self.at(plan, at))
                 self.touch(plan)
         member = self.members.pop(rep)

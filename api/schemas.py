@@ -28,8 +28,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from domain import values as v
-from domain.decomposition import METHODS
-from domain.plan import DECOMPOSE_BY
+from domain.decomposition import METHODS, SPREAD_METHODS
+from domain.plan import DECOMPOSE_BY, REMOVE_MODES
 
 # --- scalar types ------------------------------------------------------------------------
 
@@ -142,6 +142,8 @@ ActivityKind = Literal["call", "visit", "meeting", "demo", "email"]
 MemberRole = Literal["rep", "manager"]
 DecomposeBy = Literal["period", "unit", "member", "product_line", "region", "segment"]
 DecomposeMethod = Literal["equal", "weights", "history", "values"]
+SpreadMethod = Literal["proportional", "equal", "weights", "values"]
+RemoveMode = Literal["subtree", "respread"]
 
 # The wire enums are the domain's lists, spelled out for the type checker: keep them equal.
 assert get_args(Stage) == v.STAGES
@@ -151,6 +153,8 @@ assert get_args(ActivityKind) == v.ACTIVITY_KINDS
 assert get_args(MemberRole) == v.MEMBER_ROLES
 assert get_args(DecomposeBy) == DECOMPOSE_BY
 assert get_args(DecomposeMethod) == METHODS
+assert get_args(SpreadMethod) == SPREAD_METHODS
+assert get_args(RemoveMode) == REMOVE_MODES
 
 MAX_PARTS: Final = 200
 
@@ -259,6 +263,14 @@ class SetTarget(Body):
 
 
 class DecomposeTarget(Body):
+    """Split a target along one axis; a target may be decomposed once per axis (period; owner, by unit
+    or by member; product line; region; segment), so a year can be split by quarter *and* by rep.
+
+    Children lie within their parent: periods inside its period (a month splits into the ISO weeks
+    that overlap it, each clipped to the month; ``equal`` then shares by days), units beneath its
+    unit, members who belonged to its unit or beneath at the period's start, narrowings that narrow.
+    """
+
     parent_id: UUID
     by: DecomposeBy
     parts: list[ShortText] = Field(min_length=1, max_length=MAX_PARTS)
@@ -266,21 +278,71 @@ class DecomposeTarget(Body):
     weights: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
     history: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
     values: list[DecimalString] | None = Field(default=None, max_length=MAX_PARTS)
-    residue_to: int = Field(default=0, ge=0, lt=MAX_PARTS)
+    residue_to: int = Field(default=0, ge=0, lt=MAX_PARTS, description="Index of the part that takes the rounding residue")
     reason: Reason | None = None
 
 
+class SpreadIn(BaseModel):
+    """How to re-spread one decomposition the revision touches (the others keep their proportions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_id: UUID | None = Field(default=None, description="The decomposed target (default: the revised one)")
+    by: DecomposeBy = Field(description="Which of its decompositions (unit and member name the same one)")
+    method: SpreadMethod = "proportional"
+    weights: dict[UUID, DecimalString] | None = Field(
+        default=None, max_length=MAX_PARTS, description="Child target id → weight; the weights sum to 1")
+    values: dict[UUID, DecimalString] | None = Field(
+        default=None, max_length=MAX_PARTS, description="Child target id → committed value; they sum to the parent")
+    residue_to: UUID | None = Field(
+        default=None, description="The child that takes the rounding residue (default: the one that took it when "
+                                  "the target was decomposed)")
+
+
+Absorb = Annotated[str, Field(
+    pattern=r"^(parent|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$",
+    description='Where a child\'s difference goes: "parent" (it changes with it, and so on up; each ancestor\'s '
+                "other decompositions re-spread) or a sibling's target id (refused if it would go negative)",
+    examples=["parent"],
+)]
+
+
 class ReviseTarget(Body):
+    """Revise a target; everything that must move with it moves in the same event."""
+
     target_id: UUID
     committed: DecimalString | None = None
     stretch: DecimalString | None = None
     clear_stretch: bool = False
+    absorb: Absorb | None = Field(default=None, description="Required when the target is a decomposition's child")
+    spread: list[SpreadIn] = Field(default_factory=list, max_length=50,
+                                   description="Explicit re-spreads; any decomposition not named goes proportionally")
     reason: Reason | None = None
 
 
 class RemoveTarget(Body):
+    """Remove a target and everything beneath it."""
+
     target_id: UUID
+    mode: RemoveMode | None = Field(
+        default=None, description="Required for a decomposition's child: subtree (the parent shrinks with it; the "
+                                  "last child of a decomposition leaves its parent as it is) or respread (its "
+                                  "siblings take its value, the parent keeps its sum)")
+    method: Literal["proportional", "equal"] = Field(default="proportional", description="How respread shares it")
+    residue_to: UUID | None = Field(default=None, description="The sibling that takes the rounding residue")
     reason: Reason | None = None
+
+
+class LockPeriod(Body):
+    """Lock a period of the plan: its figures are final. Later entries inside it are still accepted."""
+
+    period: PeriodKey
+    reason: Reason
+
+
+class UnlockPeriod(Body):
+    period: PeriodKey
+    reason: Reason
 
 
 class PublishPlan(Body):
@@ -387,6 +449,9 @@ class CommandOut(Out):
     child_ids: list[UUID] | None = Field(default=None, exclude_if=_absent,
                                          description="decompose: the children, in the order of parts")
     plan_version: int | None = Field(default=None, exclude_if=_absent, description="publish: the version frozen")
+    affected_ids: list[UUID] | None = Field(
+        default=None, exclude_if=_absent,
+        description="revise, remove-target: every other target the change moved (rolled up, absorbed, re-spread)")
 
 
 class EntityOut(Out):
@@ -434,10 +499,25 @@ class TargetOut(Out):
     target_id: UUID
     metric: str
     period: str
+    start: date = Field(description="First day the target covers")
+    end: date = Field(description="Day after the last it covers (a week clipped to its month covers part of it)")
     scope: ScopeOut
     committed: DecimalOut
     stretch: DecimalOut | None
     parent_id: UUID | None
+
+
+class DecompositionOut(Out):
+    parent_id: UUID
+    by: str
+    children: list[UUID]
+    residue_to: UUID
+
+
+class LockedPeriodOut(Out):
+    period: str
+    start: date
+    end: date
 
 
 class PlanOut(EntityOut):
@@ -449,6 +529,8 @@ class PlanOut(EntityOut):
     published_version: int
     unpublished_changes: bool
     targets: list[TargetOut]
+    decompositions: list[DecompositionOut]
+    locked_periods: list[LockedPeriodOut]
 
 
 class TaskOut(EntityOut):

@@ -8,10 +8,10 @@ Commands may carry an idempotency key, stored in the same transaction as the eve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -31,7 +31,7 @@ from domain.deal import Activity, Deal
 from domain.errors import DomainError, NotFound, RuleViolation, VersionConflict
 from domain.organisation import Member, Unit
 from domain.persistence import IMMEDIATE, BatchingApplicationRecorder, Database, register_transcodings
-from domain.plan import Plan
+from domain.plan import Plan, Spread, window_of
 from domain.task import Task
 
 A = TypeVar("A", bound=SalesAggregate)
@@ -445,49 +445,120 @@ class SalesPlanning(Application[UUID]):
         expected_version: int | None = None, effective_at: datetime | None = None,
         idempotency: Idempotency | None = None,
     ) -> CommandResult:
-        """Split a target into children that sum exactly to it; the residue lands on ``parts[residue_to]``."""
+        """Split a target into children that sum exactly to it; the residue lands on ``parts[residue_to]``.
+
+        Children lie within their parent: a unit must be beneath the parent's unit, a member must
+        have belonged to it (or beneath it) at the parent's period start.
+        """
         child_ids = [uuid4() for _ in parts]
 
         def change(plan: Plan, at: datetime) -> dict[str, Any]:
+            owner_units: list[list[UUID]] | None = None
             if by in ("unit", "member"):
+                owners = []
                 for i, part in enumerate(parts):
                     try:
-                        owner = UUID(part)
+                        owners.append(UUID(part))
                     except (ValueError, TypeError, AttributeError):
                         raise RuleViolation("decomposition.part_id", f"parts/{i} must be a {by} id",
                                             f"parts/{i}") from None
                     if by == "unit":
-                        self.active_unit(owner, f"parts/{i}")
+                        self.active_unit(owners[-1], f"parts/{i}")
                     else:
-                        self.active_member(owner, f"parts/{i}")
+                        self.active_member(owners[-1], f"parts/{i}")
+                parent = plan.targets.get(parent_id)
+                if parent is not None:
+                    start = window_of(parent)[0]
+                    owner_units = [
+                        self.unit_ancestry(self.get(Unit, owner).parent_id) if by == "unit"
+                        else self.unit_ancestry(self.member_unit_at(owner, start))
+                        for owner in owners
+                    ]
             plan.decompose(parent_id=parent_id, by=by, parts=parts, child_ids=child_ids, method=method,
-                           weights=weights, history=history, values=values, residue_to=residue_to, reason=reason,
-                           actor=actor, effective_at=at)
+                           weights=weights, history=history, values=values, residue_to=residue_to,
+                           owner_units=owner_units, reason=reason, actor=actor, effective_at=at)
             return {"child_ids": [str(c) for c in child_ids]}
 
         return self._change(Plan, plan_id, expected_version, change, effective_at, idempotency)
 
+    def unit_ancestry(self, unit_id: UUID | None) -> list[UUID]:
+        """The unit and every unit above it, nearest first (the tree as it stands)."""
+        chain: list[UUID] = []
+        while unit_id is not None and unit_id not in chain:
+            chain.append(unit_id)
+            unit_id = self.get(Unit, unit_id).parent_id
+        return chain
+
+    def member_unit_at(self, member_id: UUID, day: date) -> UUID:
+        """The unit a member belonged to at the start of ``day`` (UTC), from her own history.
+
+        A member who joined later counts in the unit she joined: a target for a period she
+        joined during is hers from the start. A member's events take effect in the order they
+        were made, so the last move effective by then is where she was.
+        """
+        at = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        unit: UUID | None = None
+        for event in self.events.get(member_id):
+            if isinstance(event, Member.Added):
+                unit = event.unit_id
+            elif isinstance(event, Member.Moved):
+                if event.effective_at > at:
+                    break
+                unit = event.unit_id
+        if unit is None:
+            raise NotFound("member", member_id)
+        return unit
+
     def revise_target(
         self, plan_id: UUID, *, target_id: UUID, committed: Any = None, stretch: Any = None,
-        clear_stretch: bool = False, reason: str | None = None, actor: str, expected_version: int | None = None,
+        clear_stretch: bool = False, absorb: str | UUID | None = None, spread: Sequence[Spread] = (),
+        reason: str | None = None, actor: str, expected_version: int | None = None,
         effective_at: datetime | None = None, idempotency: Idempotency | None = None,
     ) -> CommandResult:
-        """Revise a target's value; once the plan is published the reason is mandatory."""
-        return self._change(
-            Plan, plan_id, expected_version,
-            lambda p, at: p.revise_target(target_id=target_id, committed=committed, stretch=stretch,
-                                          clear_stretch=clear_stretch, reason=reason, actor=actor, effective_at=at),
-            effective_at, idempotency,
-        )
+        """Revise a target's value and re-spread what hangs on it; a child says where the difference goes
+        (``absorb``: "parent" or a sibling's id). Once the plan is published the reason is mandatory."""
+        def change(plan: Plan, at: datetime) -> dict[str, Any]:
+            plan.revise_target(target_id=target_id, committed=committed, stretch=stretch,
+                               clear_stretch=clear_stretch, absorb=absorb, spread=spread, reason=reason,
+                               actor=actor, effective_at=at)
+            return _affected(plan)
+
+        return self._change(Plan, plan_id, expected_version, change, effective_at, idempotency)
 
     def remove_target(
-        self, plan_id: UUID, *, target_id: UUID, reason: str | None = None, actor: str,
+        self, plan_id: UUID, *, target_id: UUID, mode: str | None = None, method: str = "proportional",
+        residue_to: UUID | None = None, reason: str | None = None, actor: str,
         expected_version: int | None = None, effective_at: datetime | None = None,
         idempotency: Idempotency | None = None,
     ) -> CommandResult:
+        """Remove a target with its subtree; a child says whether its parent shrinks with it
+        (``mode="subtree"``) or its siblings take its value (``mode="respread"``)."""
+        def change(plan: Plan, at: datetime) -> dict[str, Any]:
+            plan.remove_target(target_id=target_id, mode=mode, method=method, residue_to=residue_to,
+                               reason=reason, actor=actor, effective_at=at)
+            return _affected(plan)
+
+        return self._change(Plan, plan_id, expected_version, change, effective_at, idempotency)
+
+    def lock_period(
+        self, plan_id: UUID, *, period: str, reason: str | None, actor: str, expected_version: int | None = None,
+        effective_at: datetime | None = None, idempotency: Idempotency | None = None,
+    ) -> CommandResult:
+        """Lock a period of a plan: its figures are final. Later entries inside it are still accepted."""
         return self._change(
             Plan, plan_id, expected_version,
-            lambda p, at: p.remove_target(target_id=target_id, reason=reason, actor=actor, effective_at=at),
+            lambda p, at: p.lock_period(period=period, reason=reason, actor=actor, effective_at=at),
+            effective_at, idempotency,
+        )
+
+    def unlock_period(
+        self, plan_id: UUID, *, period: str, reason: str | None, actor: str, expected_version: int | None = None,
+        effective_at: datetime | None = None, idempotency: Idempotency | None = None,
+    ) -> CommandResult:
+        """Lift a period's lock, with a reason."""
+        return self._change(
+            Plan, plan_id, expected_version,
+            lambda p, at: p.unlock_period(period=period, reason=reason, actor=actor, effective_at=at),
             effective_at, idempotency,
         )
 
@@ -701,3 +772,9 @@ class SalesPlanning(Application[UUID]):
         with self._transaction():
             recordings = self.save(*aggregates)
         return recordings[-1].notification.id if recordings else 0
+
+
+def _affected(plan: Plan) -> dict[str, Any]:
+    """What a revision or removal answers: every other target it moved."""
+    event: Any = plan.pending_events[-1]
+    return {"affected_ids": [str(e["target_id"]) for e in event.effects]}

@@ -111,3 +111,56 @@ def _exactly(values: list[Decimal] | None, parts: int, field: str) -> list[Decim
         return [Decimal(v) for v in values]
     except (ArithmeticError, TypeError, ValueError):
         raise ValidationError(f"decomposition.{field}_not_numbers", f"{field} must be decimal numbers", field) from None
+
+
+SPREAD_METHODS: Final = ("proportional", "equal", "weights", "values")
+
+
+def respread(
+    total: Decimal,
+    current: list[Decimal],
+    *,
+    method: str,
+    places: int,
+    residue_to: int,
+    weights: list[Decimal] | None = None,
+    values: list[Decimal] | None = None,
+    days: list[int] | None = None,
+) -> list[Decimal]:
+    """New shares of ``total`` for children that hold ``current``: what a revision does beneath a target.
+
+    ``proportional`` keeps each child's share of the current sum (equal shares when the
+    children all hold zero); ``equal`` splits evenly, or by ``days`` when the children span
+    unequal windows (clipped weeks); ``weights`` and ``values`` are as for ``split``.
+    """
+    parts = len(current)
+    if method == "proportional":
+        if sum(current) > 0:
+            return split(total, parts=parts, method="history", places=places, history=current, residue_to=residue_to)
+        method = "equal"
+    if method == "equal":
+        if days is not None and len(set(days)) > 1:
+            return split(total, parts=parts, method="history", places=places,
+                         history=[Decimal(d) for d in days], residue_to=residue_to)
+        return split(total, parts=parts, method="equal", places=places, residue_to=residue_to)
+    if method in ("weights", "values"):
+        return split(total, parts=parts, method=method, places=places, weights=weights, values=values,
+                     residue_to=residue_to)
+    raise ValidationError(
+        "spread.method", f"method must be one of {', '.join(SPREAD_METHODS)}", "method", allowed=list(SPREAD_METHODS)
+    )
+
+
+def split_upside(
+    excess: Decimal, basis: list[Decimal], fallback: list[Decimal], *, places: int, residue_to: int,
+    days: list[int] | None = None,
+) -> list[Decimal]:
+    """Shares of a parent's upside (stretch − committed) in proportion to ``basis``, else to
+    ``fallback``, else evenly (by ``days`` for clipped weeks): never negative, so a child's
+    stretch never falls below its committed value."""
+    for weights in (basis, fallback):
+        if sum(weights) > 0:
+            return split(excess, parts=len(basis), method="history", places=places, history=weights,
+                         residue_to=residue_to)
+    return respread(excess, [Decimal(0)] * len(basis), method="equal", places=places, residue_to=residue_to,
+                    days=days)

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from domain.application import SalesPlanning
 from domain.errors import DomainError
+from domain.plan import Plan
 from domain.values import OPEN_STAGES, Scope
 
 START = datetime(2025, 1, 2, 9, tzinfo=UTC)
@@ -30,6 +31,8 @@ class GeneratedHistory:
 
 def generate_history(app: SalesPlanning, *, seed: int, commands: int) -> GeneratedHistory:
     rnd = random.Random(seed)
+    # Where a child's difference goes is drawn apart, so the rest of a seed's history stays as it was.
+    where = random.Random(seed + 1)
     last: dict[UUID, datetime] = {}
 
     def after(entity: UUID | None, *, max_days: int = 20) -> datetime:
@@ -163,13 +166,17 @@ def generate_history(app: SalesPlanning, *, seed: int, commands: int) -> Generat
                 mark(member, at)
             elif roll < 0.9 and targets:
                 target = rnd.choice(targets)
-                plan_change(lambda at, t=target: app.revise_target(
+                # A child sends its difference to its parent or to a sibling (which may refuse to go negative).
+                siblings = _siblings(app, plan, target)
+                absorb = None if siblings is None else str(where.choice([*siblings, "parent"]))
+                plan_change(lambda at, t=target, a=absorb: app.revise_target(
                     plan, target_id=t, committed=str(rnd.randint(1, 40) * (1000 if rnd.random() < 0.5 else 1)),
-                    reason="monthly rolling adjustment", actor=actor, effective_at=at))
+                    absorb=a, reason="monthly rolling adjustment", actor=actor, effective_at=at))
             elif roll < 0.93 and len(targets) > 6:
                 target = rnd.choice(targets[6:])
-                plan_change(lambda at, t=target: app.remove_target(
-                    plan, target_id=t, reason="no longer relevant", actor=actor, effective_at=at))
+                mode = None if _siblings(app, plan, target) is None else where.choice(["subtree", "respread"])
+                plan_change(lambda at, t=target, m=mode: app.remove_target(
+                    plan, target_id=t, mode=m, reason="no longer relevant", actor=actor, effective_at=at))
             elif roll < 0.96:
                 plan_change(lambda at: app.publish_plan(plan, actor=actor, effective_at=at))
             elif roll < 0.97:
@@ -194,3 +201,12 @@ def generate_history(app: SalesPlanning, *, seed: int, commands: int) -> Generat
             continue
     history.effective_times = sorted(last.values())
     return history
+
+
+def _siblings(app: SalesPlanning, plan: UUID, target: UUID) -> list[UUID] | None:
+    """The target's siblings in its decomposition; None for a target without a parent (or gone)."""
+    state = app.get(Plan, plan)
+    if target not in state.targets:
+        return None
+    decomposition = state.decomposition_of(target)
+    return None if decomposition is None else [c for c in decomposition["children"] if c != target]

@@ -78,6 +78,12 @@ def _plan(api: Api, *, target: bool = False) -> tuple[str, str | None]:
     return str(plan), str(result.details["target_id"])
 
 
+def _locked(api: Api) -> str:
+    plan, _ = _plan(api)
+    api.planning.lock_period(UUID(plan), period="2026-01", reason="January closed", actor="setup")
+    return plan
+
+
 def _published(api: Api) -> str:
     plan, _ = _plan(api, target=True)
     api.planning.publish_plan(UUID(plan), note="baseline", actor="setup")
@@ -190,6 +196,13 @@ MATRIX: dict[str, tuple[Prepare, dict[str, int]]] = {
         plan_change("/plans/{}/revise", lambda t: {"target_id": t, "committed": "130000"}), EAST_CHANGE),
     "POST /plans/{plan_id}/remove-target": (
         plan_change("/plans/{}/remove-target", lambda t: {"target_id": t}), EAST_CHANGE),
+    "POST /plans/{plan_id}/lock-period": (
+        plan_change("/plans/{}/lock-period", lambda t: {"period": "2026-01", "reason": "January closed"}, target=False),
+        EAST_CHANGE),
+    "POST /plans/{plan_id}/unlock-period": (
+        lambda a: (lambda p: Call("POST", f"/plans/{p}/unlock-period", {"period": "2026-01", "reason": "reopened"},
+                                  a.version(p)))(_locked(a)),
+        EAST_CHANGE),
     "POST /plans/{plan_id}/publish": (plan_change("/plans/{}/publish", lambda t: {"note": "baseline"}), EAST_CHANGE),
     "POST /plans/{plan_id}/close": (plan_change("/plans/{}/close", lambda t: {"reason": "year over"}), EAST_CHANGE),
     # tasks

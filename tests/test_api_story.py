@@ -81,9 +81,17 @@ def test_a_quarter_planned_worked_revised_and_read_back(api: Api) -> None:
     assert no_reason.status_code == 422
     assert (no_reason.json()["rule"], no_reason.json()["pointer"]) == ("reason.required", "/reason")
     reason = "key account Umbrella slipped to Q3"
-    revised = api.ok("manager", f"/plans/{plan_id}/revise", {
+    # Ann's share is part of East's Q2: the revision must say where the 12,000 go.
+    nowhere = api.post("manager", f"/plans/{plan_id}/revise", {
         "target_id": ann_target, "committed": "60000", "stretch": "75000", "reason": reason,
         "effective_at": at("05-05")}, if_match=plan_version)
+    assert (nowhere.status_code, nowhere.json()["rule"], nowhere.json()["pointer"]) == (
+        422, "target.absorb_required", "/absorb")
+    revised = api.ok("manager", f"/plans/{plan_id}/revise", {
+        "target_id": ann_target, "committed": "60000", "stretch": "75000", "absorb": "parent", "reason": reason,
+        "effective_at": at("05-05")}, if_match=plan_version)
+    # East's Q2 follows: 120,000 − 12,000 = 108,000, its stretch 150,000 − 15,000 = 135,000.
+    assert revised["affected_ids"] == [q2["target_id"]]
     v2 = api.ok("manager", f"/plans/{plan_id}/publish", {"note": "May adjustment", "effective_at": at("05-06")},
                 if_match=revised["version"])
     assert v2["plan_version"] == 2
@@ -101,7 +109,8 @@ def test_a_quarter_planned_worked_revised_and_read_back(api: Api) -> None:
     assert money(now[ann_target]["committed"], now[ann_target]["actual"], now[ann_target]["attainment"]) == (
         60000, 30000, D("0.5"))
     assert money(now[bob_target]["actual"], now[q2["target_id"]]["actual"], now[q2["target_id"]]["gap"]) == (
-        0, 30000, 90000)
+        0, 30000, 78000)
+    assert money(now[q2["target_id"]]["committed"], now[q2["target_id"]]["stretch"]) == (108000, 135000)
 
     mid_april = progress(as_of="2026-04-15T00:00:00Z")
     assert money(mid_april[ann_target]["actual"], mid_april[ann_target]["committed"]) == (0, 72000)  # revised in May
@@ -136,12 +145,17 @@ def test_a_quarter_planned_worked_revised_and_read_back(api: Api) -> None:
                                           known_at_position=v1_position).json()["versions"]] == [1]
     comparison = api.get("manager", f"/plans/{plan_id}/comparison", from_version=1, to_version=2).json()
     assert comparison["added"] == [] and comparison["removed"] == []
-    [moved] = comparison["changed"]
-    assert moved["target"]["target_id"] == ann_target
+    changed = {c["target"]["target_id"]: c for c in comparison["changed"]}
+    assert set(changed) == {ann_target, q2["target_id"]}
+    moved = changed[ann_target]
     assert money(moved["before_committed"], moved["after_committed"], moved["committed_delta"]) == (
         72000, 60000, -12000)
     assert moved["reasons"] == [reason]
-    assert [c["reason"] for c in comparison["changes"]] == [reason]
+    assert money(changed[q2["target_id"]]["committed_delta"]) == (-12000,)
+    # One revision with its effect: Ann's target, then East's Q2 rolled up with it, at one position.
+    assert [(c["target_id"], c["kind"], c["reason"]) for c in comparison["changes"]] == [
+        (ann_target, "revised", reason), (q2["target_id"], "rolled_up", reason)]
+    assert len({c["position"] for c in comparison["changes"]}) == 1
     tree_v1 = api.get("manager", f"/plans/{plan_id}/versions/1").json()
     assert money({t["target_id"]: t["committed"] for t in tree_v1["targets"]}[ann_target]) == (72000,)
     assert api.get("manager", f"/plans/{plan_id}/versions/3").status_code == 404

@@ -150,11 +150,16 @@ def test_the_whole_plan_late_entries_and_wins_share_the_rise(app: SalesPlanning,
     result = end_of_february_to_end_of_march(app, q)  # the plan: the company's own target stands for it
     assert result.a.target_ids == result.b.target_ids == (q.revenue,)
     assert values(result.a) == (Decimal("50000"), Decimal("17000"), Decimal("0.3400"), Decimal("28400"))
-    assert values(result.b) == (Decimal("50000"), Decimal("23000"), Decimal("0.4600"), Decimal("33250"))
+    # East's revision on 12 March took the company from 48,000 (v2) to 51,000.
+    assert values(result.b) == (Decimal("51000"), Decimal("23000"), Decimal("0.4510"), Decimal("33250"))
     assert parts(result) == {
-        "late_entries": (Decimal("3000"), Decimal("0.0600"), Decimal("3000")),
+        # 17,000 / 51,000 = 0.3333 against 17,000 / 50,000 = 0.3400.
+        "target_revisions": (ZERO, Decimal("-0.0067"), ZERO),
+        # d6: 20,000 / 51,000 = 0.3922.
+        "late_entries": (Decimal("3000"), Decimal("0.0589"), Decimal("3000")),
         "new_deals": (ZERO, ZERO, Decimal("1500")),
-        "deals_won": (Decimal("3000"), Decimal("0.0600"), Decimal("1200")),
+        # d9: 23,000 / 51,000 = 0.4510.
+        "deals_won": (Decimal("3000"), Decimal("0.0588"), Decimal("1200")),
         "deals_lost": (ZERO, ZERO, Decimal("-500")),
         "slipped_out": (ZERO, ZERO, Decimal("-4800")),
         "pulled_in": (ZERO, ZERO, Decimal("400")),

@@ -79,24 +79,32 @@ def plan_in_memory() -> PlanInMemory:
     plan.decompose(parent_id=year, by="period", parts=[f"2025-Q{q}" for q in range(1, 5)], child_ids=quarters,
                    actor=MARIA, effective_at=at(1, 7))
     plan.publish(note="baseline", actor=MARIA, effective_at=at(1, 10))
-    plan.revise_target(target_id=quarters[1], committed="1000000", reason="key account slipped", actor=MARIA,
-                       effective_at=at(3, 1))
+    plan.revise_target(target_id=quarters[1], committed="1000000", absorb="parent", reason="key account slipped",
+                       actor=MARIA, effective_at=at(3, 1))
     plan.remove_target(target_id=year, reason="replanned from scratch", actor=MARIA, effective_at=at(3, 2))
     events = [*company.collect_events(), *east.collect_events(), *ann.collect_events(), *plan.collect_events()]
     return PlanInMemory(east, ann, plan, year, quarters, events)
 
 
-def test_a_revision_is_one_row_with_before_after_and_its_reason() -> None:
+def test_a_revision_is_one_row_per_target_it_moves_with_before_after_and_its_reason() -> None:
     story = plan_in_memory()
     rows, _ = fold(story.events)
     revised = [r for r in rows if r.event_type == "Plan.TargetRevised"]
-    assert len(revised) == 1
+    assert [(r.seq, r.entity_id) for r in revised] == [(0, story.quarters[1]), (1, story.year)]
+    assert len({r.position for r in revised}) == 1
     row = revised[0]
     assert (row.entity, row.entity_id, row.plan_id, row.actor) == ("target", story.quarters[1], story.plan.id, MARIA)
     assert row.changes == {"committed": {"before": "1200000.00", "after": "1000000"}}
     assert row.reason == "key account slipped"
     assert row.effective_at == at(3, 1)
-    assert row.summary == "target revenue 2025-Q2 for East revised: committed 1,200,000.00 → 1,000,000"
+    assert row.summary == ("target revenue 2025-Q2 for East revised: committed 1,200,000.00 → 1,000,000 "
+                           "(its parent changes with it)")
+    # The year gives up the same 200,000; its upside (5,200,000) does not move.
+    year = revised[1]
+    assert year.changes == {"committed": {"before": "4800000", "after": "4600000.00"}}
+    assert year.reason == "key account slipped"
+    assert year.summary == ("target revenue 2025 for East rolled up by revising revenue 2025-Q2 for East: "
+                            "committed 4,800,000 → 4,600,000.00")
 
 
 def test_a_decomposition_is_a_row_for_the_parent_and_one_per_child() -> None:
@@ -223,7 +231,7 @@ def test_every_domain_event_has_a_written_summary() -> None:
     # declared event with a subclass of it: declared events are those with fields of their own.
     declared = {(e.__module__, e.__qualname__) for e in nested_events(SalesAggregate.Event)
                 if e.__module__ != "domain.aggregate" and vars(e).get("__annotations__")}
-    assert len(declared) == 34
+    assert len(declared) == 36
     events = {(q, getattr(getattr(sys.modules[m], q.split(".")[0]), q.split(".")[1])) for m, q in declared}
     assert {q for q, e in events if e not in audit._SUMMARIES and e not in audit.TARGET_EVENTS} == set()
 
@@ -273,17 +281,18 @@ def tell_story(app: SalesPlanning, step: Callable[[], None] = lambda: None) -> S
         plan, parent_id=year, by="period", parts=[f"2025-Q{q}" for q in range(1, 5)], actor=MARIA,
         effective_at=at(1, 7))).details["child_ids"]]
     run(app.publish_plan(plan, note="baseline", actor=MARIA, effective_at=at(1, 10)))
-    run(app.revise_target(plan, target_id=quarters[1], committed="1000000", reason="key account slipped",
-                          actor=MARIA, effective_at=at(3, 1)))
-    run(app.remove_target(plan, target_id=quarters[3], reason="Q4 moves to the FY2026 plan", actor=MARIA,
-                          effective_at=at(3, 2)))
+    # Q2 gives up 200,000 and the year with it; Q4 leaves and takes its 1,200,000 out of the year.
+    run(app.revise_target(plan, target_id=quarters[1], committed="1000000", absorb="parent",
+                          reason="key account slipped", actor=MARIA, effective_at=at(3, 1)))
+    run(app.remove_target(plan, target_id=quarters[3], mode="subtree", reason="Q4 moves to the FY2026 plan",
+                          actor=MARIA, effective_at=at(3, 2)))
     new_deals = UUID(run(app.set_target(plan, metric="new_deals", period="2025-Q3", scope=Scope(member_id=ann),
                                         committed="30", reason="more pipeline for H2", actor=MARIA,
                                         effective_at=at(3, 3))).details["target_id"])
     task = run(app.create_task(title="Run 40 demos in East", assignee_id=ann, due=date(2025, 5, 31), plan_id=plan,
                                target_id=quarters[1], actor=MARIA, effective_at=at(3, 4))).id
-    run(app.revise_target(plan, target_id=quarters[1], stretch="1100000", reason="no upside left in Q2",
-                          actor=MARIA, effective_at=at(3, 5)))
+    run(app.revise_target(plan, target_id=quarters[1], stretch="1100000", absorb="parent",
+                          reason="no upside left in Q2", actor=MARIA, effective_at=at(3, 5)))
     run(app.reassign_task(task, assignee_id=bob, reason="Ann is on leave", actor=MARIA, effective_at=at(3, 6)))
     run(app.publish_plan(plan, note="March rolling adjustment", actor=MARIA, effective_at=at(3, 31)))
     product = run(app.add_product(name="GTX Pro", product_line="GTX", list_price="1000", currency="EUR",
@@ -339,11 +348,11 @@ def test_the_story_reads_back_in_order_with_before_after_and_reasons(app: SalesP
         ("Plan.TargetSet", "target", ""),
         *[("Plan.TargetDecomposed", "target", "")] * 5,
         ("Plan.Published", "plan", ""),
-        ("Plan.TargetRevised", "target", "key account slipped"),
-        ("Plan.TargetRemoved", "target", "Q4 moves to the FY2026 plan"),
+        *[("Plan.TargetRevised", "target", "key account slipped")] * 2,  # Q2 and the year with it
+        *[("Plan.TargetRemoved", "target", "Q4 moves to the FY2026 plan")] * 2,  # Q4, and the year shrinks
         ("Plan.TargetSet", "target", "more pipeline for H2"),
         ("Task.Created", "task", ""),
-        ("Plan.TargetRevised", "target", "no upside left in Q2"),
+        *[("Plan.TargetRevised", "target", "no upside left in Q2")] * 2,
         ("Task.Reassigned", "task", "Ann is on leave"),
         ("Plan.Published", "plan", ""),
     ]
@@ -353,10 +362,21 @@ def test_the_story_reads_back_in_order_with_before_after_and_reasons(app: SalesP
         {"stretch": {"before": "1300000.00", "after": "1100000"}},
     ]
     assert [r.summary for r in q2] == [
-        "target revenue 2025-Q2 for East revised: committed 1,200,000.00 → 1,000,000",
-        "target revenue 2025-Q2 for East revised: stretch 1,300,000.00 → 1,100,000",
+        "target revenue 2025-Q2 for East revised: committed 1,200,000.00 → 1,000,000 (its parent changes with it)",
+        "target revenue 2025-Q2 for East revised: stretch 1,300,000.00 → 1,100,000 (its parent changes with it)",
     ]
     assert [r.effective_at for r in q2] == [at(3, 1), at(3, 5)]
+    # The year follows: −200,000 with Q2; −1,200,000 and −100,000 of upside with Q4 (1,200,000 / 1,300,000);
+    # then Q2's upside above committed falls from 300,000 to 100,000, and the year's with it.
+    year = [r for r in plan_rows if r.entity_id == s.year and r.position > q2[0].position - 1]
+    assert [(r.event_type, r.changes) for r in year] == [
+        ("Plan.TargetRevised", {"committed": {"before": "4800000", "after": "4600000.00"}}),
+        ("Plan.TargetRemoved", {"committed": {"before": "4600000.00", "after": "3400000.00"},
+                                "stretch": {"before": "5200000", "after": "3900000.00"}}),
+        ("Plan.TargetRevised", {"stretch": {"before": "3900000.00", "after": "3700000.00"}}),
+    ]
+    assert year[1].summary == ("target revenue 2025 for East rolled up by removing revenue 2025-Q4 for East: "
+                               "committed 4,600,000.00 → 3,400,000.00; stretch 5,200,000 → 3,900,000.00")
     assert all(r.recorded_at.tzinfo is not None and r.actor == MARIA for r in plan_rows)
     assert plan_rows[-1].summary == "plan FY2025 published as v2: March rolling adjustment"
     assert plan_rows[-1].changes["version"] == {"before": 1, "after": 2}
@@ -430,8 +450,8 @@ def test_paging_by_cursor_is_complete_and_stable_while_changes_arrive(app: Sales
         while target_pages[-1].next_cursor is not None:
             target_pages.append(audit_history(conn, entity="target", limit=3, after=target_pages[-1].next_cursor))
         assert [r for p in target_pages for r in p.rows] == [r for r in before if r.entity == "target"]
-    app.revise_target(s.plan, target_id=s.quarters[0], committed="1250000", reason="strong January", actor=MARIA,
-                      effective_at=at(4, 2))
+    app.revise_target(s.plan, target_id=s.quarters[0], committed="1250000", absorb="parent", reason="strong January",
+                      actor=MARIA, effective_at=at(4, 2))
     app.log_activity(kind="visit", member_id=s.bob, actor="bob@acme.example", effective_at=at(4, 3))
     caught_up(engine)
     with app.database.engine.connect() as conn:
@@ -447,7 +467,9 @@ def test_paging_by_cursor_is_complete_and_stable_while_changes_arrive(app: Sales
     assert after[: len(before)] == before
     assert rest == after[8:]
     assert [r.summary for r in after[len(before):]] == [
-        "target revenue 2025-Q1 for East revised: committed 1,200,000.00 → 1,250,000",
+        "target revenue 2025-Q1 for East revised: committed 1,200,000.00 → 1,250,000 (its parent changes with it)",
+        "target revenue 2025 for East rolled up by revising revenue 2025-Q1 for East: "
+        "committed 3,400,000.00 → 3,450,000.00",
         "visit logged by Bob",
     ]
 

@@ -128,7 +128,8 @@ class RetroQuarter:
                                                   actor=m, effective_at=e))
         self.on(3, 8, lambda e: app.lose_deal(self.d4, reason="went with a competitor", actor="bob", effective_at=e))
         self.on(3, 10, lambda e: app.revise_target(self.plan, target_id=self.west_revenue, committed="18000",
-                                                   reason="key account slipped", actor=m, effective_at=e))
+                                                   absorb="parent", reason="key account slipped", actor=m,
+                                                   effective_at=e))
         self.d10 = self.open(3, 10, self.cid, "2500", stage="proposal")
         self.v2 = self.on(3, 11, lambda e: app.publish_plan(self.plan, note="March rolling adjustment", actor=m,
                                                              effective_at=e)).position
@@ -143,7 +144,8 @@ class RetroQuarter:
                                                  actor=m, effective_at=e))
         self.recorded.now = at(3, 20, 11)
         self.east_revision = app.revise_target(
-            self.plan, target_id=self.east_revenue, committed="33000", actor=m, effective_at=at(3, 12),
+            self.plan, target_id=self.east_revenue, committed="33000", absorb="parent", actor=m,
+            effective_at=at(3, 12),
             reason="two East accounts signed letters of intent").position
 
     def when(self, month: int, day: int) -> None:
@@ -296,13 +298,21 @@ def test_a_member_a_ratio_and_a_rolled_up_count(app: SalesPlanning, quarter: Ret
 
 def test_markers_are_the_publications_and_the_revisions(app: SalesPlanning, quarter: RetroQuarter) -> None:
     markers = replay(app, quarter, step="week").markers
+    # Each regional revision moves the company's number with it, in the same event: West's
+    # 20,000 → 18,000 takes the company from 50,000 to 48,000, East's 30,000 → 33,000 to 51,000.
+    west_cut = [("revised", None, quarter.west_revenue, Decimal("20000"), Decimal("18000")),
+                ("revised", None, quarter.revenue, Decimal("50000"), Decimal("48000"))]
+    east_rise = [("revised", None, quarter.east_revenue, Decimal("30000"), Decimal("33000")),
+                 ("revised", None, quarter.revenue, Decimal("48000"), Decimal("51000"))]
     assert [(m.kind, m.version, m.target_id, m.before, m.after) for m in markers] == [
         ("published", 1, None, None, None),
-        ("revised", None, quarter.west_revenue, Decimal("20000"), Decimal("18000")),
+        *sorted(west_cut, key=lambda m: str(m[2])),
         ("published", 2, None, None, None),
-        ("revised", None, quarter.east_revenue, Decimal("30000"), Decimal("33000")),
+        *sorted(east_rise, key=lambda m: str(m[2])),
     ]
-    east = markers[-1]
+    assert len({m.position for m in markers if m.target_id in (quarter.east_revenue, quarter.revenue)
+                and m.after in (Decimal("33000"), Decimal("51000"))}) == 1
+    (east,) = [m for m in markers if m.target_id == quarter.east_revenue]
     assert (east.position, east.effective_at, east.recorded_at) == (quarter.east_revision, at(3, 12), at(3, 20, 11))
     assert (east.metric, east.period, east.unit_id) == ("revenue", "2026-Q1", quarter.east)
 
@@ -365,9 +375,14 @@ def test_each_target_from_v1_through_v2_to_now_with_its_actual_and_reasons(app: 
         Decimal("20000"), (Decimal("20000"), Decimal("18000")), Decimal("18000"), Decimal("3000"))
     assert [r.reason for r in west.revisions] == ["key account slipped"]
 
+    # The company changes with its regions: 50,000 − 2,000 (v2) + 3,000 (now).
     company = rows[quarter.revenue]
-    assert (company.versions, company.current, company.actual, company.revisions) == (
-        (Decimal("50000"), Decimal("50000")), Decimal("50000"), Decimal("23000"), ())
+    assert (company.versions, company.current, company.actual) == (
+        (Decimal("50000"), Decimal("48000")), Decimal("51000"), Decimal("23000"))
+    assert [(r.kind, r.before, r.after, r.reason) for r in company.revisions] == [
+        ("rolled_up", Decimal("50000"), Decimal("48000"), "key account slipped"),
+        ("rolled_up", Decimal("48000"), Decimal("51000"), "two East accounts signed letters of intent"),
+    ]
     assert rows[quarter.ann_revenue].actual == Decimal("13000")
     assert rows[quarter.win_rate].actual == Decimal("0.8000")
     # East's members opened d1 d2 d4 d5 d8 d9 d12 (7); Cid opened d3 d6 d7 d10 and d11 (5): d11 was reassigned
@@ -383,7 +398,7 @@ def test_totals_roll_up_the_unit_tree_without_counting_a_decomposition_twice(app
     company = totals[("revenue", quarter.company)]
     assert company.depth == 0 and company.target_ids == (quarter.revenue,)
     assert (company.baseline, company.versions, company.current, company.actual) == (
-        Decimal("50000"), (Decimal("50000"), Decimal("50000")), Decimal("50000"), Decimal("23000"))
+        Decimal("50000"), (Decimal("50000"), Decimal("48000")), Decimal("51000"), Decimal("23000"))
     east, west = totals[("revenue", quarter.east)], totals[("revenue", quarter.west)]
     assert (east.depth, east.parent_id) == (1, quarter.company)
     assert (east.versions, east.current, east.actual) == ((Decimal("30000"), Decimal("30000")), Decimal("33000"),
@@ -443,6 +458,6 @@ def test_revision_reasons_rebuild_to_the_same_rows(app: SalesPlanning, quarter: 
     live = rows()
     assert [(r[6], r[7], r[8]) for r in live if r[0] == quarter.ann_revenue] == [
         ("set", None, Decimal("12000")), ("removed", Decimal("12000"), None)]
-    assert len(live) == 11  # 6 set, 2 from the decomposition, 2 revisions, 1 removal
+    assert len(live) == 13  # 6 set, 2 from the decomposition, 2 revisions, the 2 roll-ups with them, 1 removal
     engine.rebuild("revision_reasons")
     assert rows() == live

@@ -59,6 +59,8 @@ EVENT_TOPICS = [
     "domain.plan:Plan.TargetRemoved",
     "domain.plan:Plan.Published",
     "domain.plan:Plan.Closed",
+    "domain.plan:Plan.PeriodLocked",
+    "domain.plan:Plan.PeriodUnlocked",
     "domain.task:Task.Created",
     "domain.task:Task.Reassigned",
     "domain.task:Task.Rescheduled",
@@ -170,12 +172,21 @@ def write_every_event(app: SalesPlanning) -> None:
         reason="seasonality", actor=actor, effective_at=t.next(),
     )
     q2_id = UUID(quarters.details["child_ids"][1])  # child ids are the application's, not ours
-    app.revise_target(plan, target_id=q2_id, committed="150000.00", reason="slow spring", actor=actor,
-                      effective_at=t.next())
+    q3_id = UUID(quarters.details["child_ids"][2])
+    # Q3 absorbs what Q2 gives up: the year keeps its 1,000,000.
+    app.revise_target(plan, target_id=q2_id, committed="150000.00", absorb=str(q3_id), reason="slow spring",
+                      actor=actor, effective_at=t.next())
     app.set_target(plan, target_id=spare, metric="new_deals", period="2025-Q3", scope=Scope(member_id=wei),
                    committed=12, actor=actor, effective_at=t.next())
     app.remove_target(plan, target_id=spare, reason="counted at team level", actor=actor, effective_at=t.next())
+    months = app.decompose_target(plan, parent_id=UUID(quarters.details["child_ids"][0]), by="period",
+                                  parts=["2025-01", "2025-02", "2025-03"], actor=actor, effective_at=t.next())
+    app.remove_target(plan, target_id=UUID(months.details["child_ids"][2]), mode="respread",
+                      reason="March folds into January and February", actor=actor, effective_at=t.next())
     app.publish_plan(plan, note="baseline", actor=actor, effective_at=t.next())
+    app.lock_period(plan, period="2025-01", reason="January closed", actor=actor, effective_at=t.next())
+    app.unlock_period(plan, period="2025-01", reason="a late invoice reopened January", actor=actor,
+                      effective_at=t.next())
 
     task, dropped = ident("task"), ident("dropped-task")
     app.create_task(id=task, title="Run 10 demos in May", assignee_id=wei, due=date(2025, 5, 31), plan_id=plan,
@@ -454,6 +465,58 @@ def test_the_v1_corpus_replays_into_todays_aggregates(app: SalesPlanning) -> Non
         assert isinstance(stored.originator_id, UUID)
         last[stored.originator_id] = max(last.get(stored.originator_id, 0), stored.originator_version)
     assert all(app.repository.get(entity_id).version == version for entity_id, version in last.items())
+
+
+def test_the_v2_corpus_still_decodes_to_the_same_facts(app: SalesPlanning) -> None:
+    """v2 added what one change moved (``effects``), where a child's difference went (``absorb``),
+    how a removal treated its siblings (``mode``), each child's window and the period locks."""
+    corpus = load_corpus("events-v2.json")
+    assert {e.topic for e in corpus} == set(EVENT_TOPICS)
+    by_topic: dict[str, list[Any]] = {}
+    for stored in corpus:
+        by_topic.setdefault(stored.topic, []).append(app.mapper.to_domain_event(stored))
+
+    revised = by_topic["domain.plan:Plan.TargetRevised"][0]
+    _, q2, q3, _ = (c["target_id"] for c in by_topic["domain.plan:Plan.TargetDecomposed"][0].children)
+    assert (revised.target_id, revised.previous_committed, revised.committed, revised.absorb) == (
+        q2, Decimal("200000.00"), Decimal("150000.00"), str(q3))
+    same(revised.effects, [{"target_id": q3, "previous_committed": Decimal("300000.00"),
+                            "committed": Decimal("350000.00"), "previous_stretch": Decimal("360000.00"),
+                            "stretch": Decimal("360000.00"), "via": "absorbed"}], "effects")
+    quarters = by_topic["domain.plan:Plan.TargetDecomposed"][0].children
+    assert [(c["start"], c["end"]) for c in quarters] == [
+        (date(2025, 1, 1), date(2025, 4, 1)), (date(2025, 4, 1), date(2025, 7, 1)),
+        (date(2025, 7, 1), date(2025, 10, 1)), (date(2025, 10, 1), date(2026, 1, 1)),
+    ]
+    spare, march = by_topic["domain.plan:Plan.TargetRemoved"]
+    assert (spare.mode, spare.effects) == ("subtree", [])
+    jan, feb, _ = (c["target_id"] for c in by_topic["domain.plan:Plan.TargetDecomposed"][1].children)
+    # Q1's 100,000 (upside 120,000) over January and February in proportion to 33,333.34 : 33,333.33.
+    assert march.mode == "respread"
+    assert [(e["target_id"], e["committed"], e["stretch"], e["via"]) for e in march.effects] == [
+        (jan, Decimal("50000.01"), Decimal("60000.03"), "re_spread"),
+        (feb, Decimal("49999.99"), Decimal("59999.97"), "re_spread"),
+    ]
+    locked = by_topic["domain.plan:Plan.PeriodLocked"][0]
+    assert (locked.period, locked.start, locked.end, locked.plan_version, locked.reason) == (
+        "2025-01", date(2025, 1, 1), date(2025, 2, 1), 1, "January closed")
+    unlocked = by_topic["domain.plan:Plan.PeriodUnlocked"][0]
+    assert (unlocked.period, unlocked.start, unlocked.end) == ("2025-01", date(2025, 1, 1), date(2025, 2, 1))
+
+
+def test_the_v2_corpus_replays_into_todays_aggregates(app: SalesPlanning) -> None:
+    corpus = load_corpus("events-v2.json")
+    app.recorder.insert_events(corpus)
+    plan = app.get(Plan, ident("plan"))
+    assert (plan.status, plan.published_version, plan.locked_periods) == ("closed", 1, {})
+    assert sorted(t["committed"] for t in plan.targets.values()) == [
+        Decimal("49999.99"), Decimal("50000.01"), Decimal("100000.00"), Decimal("150000.00"), Decimal("350000.00"),
+        Decimal("400000.00"), Decimal("1000000.00"),
+    ]
+    for parent_id, decompositions in plan.decompositions.items():
+        for d in decompositions:
+            assert sum(plan.targets[c]["committed"] for c in d["children"]) == plan.targets[parent_id]["committed"]
+            assert sum(plan.targets[c]["stretch"] for c in d["children"]) == plan.targets[parent_id]["stretch"]
 
 
 def write_corpus(path: Path) -> None:

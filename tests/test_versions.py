@@ -75,9 +75,9 @@ def plan_until_split() -> tuple[Plan, list[Any], UUID, list[UUID], UUID]:
 def plan_events() -> tuple[list[Any], UUID, list[UUID], UUID]:
     plan, events, year, quarters, east = plan_until_split()
     plan.publish(note="baseline", actor=MARIA, effective_at=at(1, 10))
-    plan.revise_target(target_id=quarters[1], committed="1000000", reason="key account slipped", actor=MARIA,
-                       effective_at=at(3, 1))
-    plan.remove_target(target_id=quarters[3], reason="Q4 moves to the FY2026 plan", actor=MARIA,
+    plan.revise_target(target_id=quarters[1], committed="1000000", absorb="parent", reason="key account slipped",
+                       actor=MARIA, effective_at=at(3, 1))
+    plan.remove_target(target_id=quarters[3], mode="subtree", reason="Q4 moves to the FY2026 plan", actor=MARIA,
                        effective_at=at(3, 2))
     plan.publish(actor=MARIA, effective_at=at(3, 31))
     return [*events, *plan.collect_events()], year, quarters, east
@@ -96,8 +96,10 @@ def test_the_working_tree_follows_every_target_event() -> None:
         ("2025", 4800000, 5200000, None), *[(f"2025-Q{q}", Decimal("1200000.00"), Decimal("1300000.00"), year)
                                            for q in range(1, 5)]]
     assert all(t.metric == "revenue" and t.unit_id == east and t.member_id is None for t in v1)
+    # The year follows its quarters: 4,800,000 − 200,000 (Q2) − 1,200,000 (Q4 removed with it).
     assert [(t.period, t.committed) for t in v2] == [
-        ("2025", D(4800000)), ("2025-Q1", D(1200000)), ("2025-Q2", D(1000000)), ("2025-Q3", D(1200000))]
+        ("2025", D(3400000)), ("2025-Q1", D(1200000)), ("2025-Q2", D(1000000)), ("2025-Q3", D(1200000))]
+    assert sum(t.committed for t in v2[1:]) == v2[0].committed
     assert quarters[3] not in tree
 
 
@@ -112,10 +114,14 @@ def test_each_event_says_what_it_did_to_which_target() -> None:
     assert made[0].before_committed == made[0].after_committed == 4800000
     assert {c.target.metric for c in made} == {"revenue"}
     tree = evolve_working(tree, split)
-    (revised,) = working_changes(tree, revise)
+    revised, rolled_up = working_changes(tree, revise)
     assert (revised.kind, revised.before_committed, revised.after_committed) == (REVISED, D(1200000), D(1000000))
     assert (revised.before_stretch, revised.after_stretch) == (D(1300000), D(1300000))
     assert revised.target.committed == 1000000
+    # The same event moves the year with it: its upside stays, only the committed value follows Q2.
+    assert (rolled_up.kind, rolled_up.target.target_id) == ("rolled_up", year)
+    assert (rolled_up.before_committed, rolled_up.after_committed) == (D(4800000), D(4600000))
+    assert (rolled_up.before_stretch, rolled_up.after_stretch) == (D(5200000), D(5200000))
     # Removing the year removes its quarters with it: one change per target, values as they were.
     plan, (set_again, split_again), year, quarters, _ = plan_until_split()
     tree = evolve_working(evolve_working({}, set_again), split_again)
@@ -196,8 +202,9 @@ def test_each_publication_freezes_the_tree_and_the_list_knows_when(app: SalesPla
         assert [(t.target_id, t.committed, t.stretch) for t in first.targets] == [
             (s.year, D(4800000), D(5200000)), *[(q, D(1200000), D(1300000)) for q in s.quarters]]
         second = version_tree(conn, s.plan, 2)
+        # The year: 4,800,000 − 200,000 − 1,200,000; its upside 5,200,000 − 100,000 (Q4's) − 200,000 (Q2's).
         assert [(t.target_id, t.metric, t.period, t.committed, t.stretch) for t in second.targets] == [
-            (s.year, "revenue", "2025", D(4800000), D(5200000)),
+            (s.year, "revenue", "2025", D(3400000), D(3700000)),
             (s.quarters[0], "revenue", "2025-Q1", D(1200000), D(1300000)),
             (s.quarters[1], "revenue", "2025-Q2", D(1000000), D(1100000)),
             (s.quarters[2], "revenue", "2025-Q3", D(1200000), D(1300000)),
@@ -225,7 +232,11 @@ def test_v1_against_v2_lists_what_moved_and_the_reasons_in_between(app: SalesPla
         diff = compare_versions(conn, s.plan, 1, 2, position=engine.head())
     assert [t.target_id for t in diff.added] == [s.new_deals]
     assert [(t.target_id, t.committed) for t in diff.removed] == [(s.quarters[3], D(1200000))]
-    (q2,) = diff.changed
+    year, q2 = diff.changed
+    assert (year.target.target_id, year.before_committed, year.after_committed, year.committed_delta) == (
+        s.year, D(4800000), D(3400000), D(-1400000))
+    assert (year.before_stretch, year.after_stretch, year.stretch_delta) == (D(5200000), D(3700000), D(-1500000))
+    assert year.reasons == ("key account slipped", "Q4 moves to the FY2026 plan", "no upside left in Q2")
     assert q2.target.target_id == s.quarters[1]
     assert (q2.before_committed, q2.after_committed, q2.committed_delta) == (D(1200000), D(1000000), D(-200000))
     assert (q2.before_stretch, q2.after_stretch, q2.stretch_delta) == (D(1300000), D(1100000), D(-200000))
@@ -233,16 +244,26 @@ def test_v1_against_v2_lists_what_moved_and_the_reasons_in_between(app: SalesPla
     assert [(c.kind, c.target_id, c.before_committed, c.after_committed, c.before_stretch, c.after_stretch, c.reason)
             for c in diff.changes] == [
         (REVISED, s.quarters[1], 1200000, 1000000, 1300000, 1300000, "key account slipped"),
+        ("rolled_up", s.year, 4800000, 4600000, 5200000, 5200000, "key account slipped"),
         (REMOVED, s.quarters[3], 1200000, None, 1300000, None, "Q4 moves to the FY2026 plan"),
+        ("rolled_up", s.year, 4600000, 3400000, 5200000, 3900000, "Q4 moves to the FY2026 plan"),
         (ADDED, s.new_deals, None, 30, None, None, "more pipeline for H2"),
         (REVISED, s.quarters[1], 1000000, 1000000, 1300000, 1100000, "no upside left in Q2"),
+        ("rolled_up", s.year, 3400000, 3400000, 3900000, 3700000, "no upside left in Q2"),
     ]
+    # Each revision or removal is one change with its effects: one position, the named target first.
+    by_event = defaultdict(list)
+    for c in diff.changes:
+        by_event[c.position].append((c.seq, c.kind))
+    assert list(by_event.values()) == [[(0, REVISED), (1, "rolled_up")], [(0, REMOVED), (1, "rolled_up")],
+                                       [(0, ADDED)], [(0, REVISED), (1, "rolled_up")]]
     assert all(v1.position < c.position < v2.position and c.draft_of_version == 2 and c.actor == MARIA
                for c in diff.changes)
-    assert [c.effective_at for c in diff.changes] == [at(3, 1), at(3, 2), at(3, 3), at(3, 5)]
+    assert [c.effective_at for c in diff.changes] == [at(3, 1), at(3, 1), at(3, 2), at(3, 2), at(3, 3), at(3, 5),
+                                                      at(3, 5)]
     assert [(t.metric, t.period, t.from_committed, t.to_committed, t.committed_delta, t.stretch_delta)
             for t in diff.totals] == [
-        ("revenue", "2025", D(4800000), D(4800000), D(0), D(0)),
+        ("revenue", "2025", D(4800000), D(3400000), D(-1400000), D(-1500000)),
         ("revenue", "2025-Q1", D(1200000), D(1200000), D(0), D(0)),
         ("revenue", "2025-Q2", D(1200000), D(1000000), D(-200000), D(-200000)),
         ("revenue", "2025-Q3", D(1200000), D(1200000), D(0), D(0)),
@@ -253,7 +274,8 @@ def test_v1_against_v2_lists_what_moved_and_the_reasons_in_between(app: SalesPla
         backwards = compare_versions(conn, s.plan, 2, 1, position=engine.head())
     assert (backwards.added, backwards.removed) == (diff.removed, diff.added)
     assert backwards.changes == diff.changes
-    assert [(d.before_committed, d.after_committed) for d in backwards.changed] == [(D(1000000), D(1200000))]
+    assert [(d.before_committed, d.after_committed) for d in backwards.changed] == [
+        (D(3400000), D(4800000)), (D(1000000), D(1200000))]
 
 
 def test_version_zero_is_the_empty_plan_the_baseline_was_built_from(app: SalesPlanning) -> None:
@@ -274,7 +296,7 @@ def test_version_zero_is_the_empty_plan_the_baseline_was_built_from(app: SalesPl
 def test_changes_after_the_last_publication_prepare_the_next_version(app: SalesPlanning) -> None:
     engine = projected(app)
     s = tell_story(app)
-    app.revise_target(s.plan, target_id=s.quarters[2], committed="1400000", stretch="1500000",
+    app.revise_target(s.plan, target_id=s.quarters[2], committed="1400000", stretch="1500000", absorb="parent",
                       reason="a big tender in September", actor=MARIA, effective_at=at(4, 2))
     caught_up(engine)
     with connect(app) as conn:
@@ -282,10 +304,11 @@ def test_changes_after_the_last_publication_prepare_the_next_version(app: SalesP
         rows = conn.execute(version_folds.LIVE.working.select().where(version_folds.LIVE.working.c.plan_id == s.plan))
         working = {r.target_id: (r.committed, r.stretch) for r in rows}
         pending = versions.changes_between(conn, s.plan, v2.version.position, engine.head())
+    # Q3 +200,000 with the same upside above it (100,000): the year goes to 3,600,000, upside 3,900,000.
     assert working == {t.target_id: (t.committed, t.stretch) for t in v2.targets} | {
-        s.quarters[2]: (1400000, 1500000)}
+        s.quarters[2]: (1400000, 1500000), s.year: (3600000, 3900000)}
     assert [(c.kind, c.reason, c.draft_of_version) for c in pending] == [
-        (REVISED, "a big tender in September", 3)]
+        (REVISED, "a big tender in September", 3), ("rolled_up", "a big tender in September", 3)]
 
 
 def test_a_version_against_actuals_includes_removed_targets(app: SalesPlanning) -> None:
@@ -376,6 +399,7 @@ def test_small_batches_and_a_rebuild_agree_on_a_long_history(app: SalesPlanning)
         value = target["committed"] + 1
         app.revise_target(plan.id, target_id=target["target_id"], committed=value,
                           stretch=None if target["stretch"] is None else max(value, target["stretch"]),
+                          absorb=None if target["parent_id"] is None else "parent",
                           reason="weekly tuning", actor="cfo", effective_at=when)
 
     s = tell_story(app, step=meanwhile_on_the_other_plan)

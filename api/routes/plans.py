@@ -10,7 +10,7 @@ from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
 from domain import values as v
-from domain.plan import Plan
+from domain.plan import Plan, Spread
 
 router = APIRouter(tags=["plans"], responses=PROBLEM_RESPONSES)
 
@@ -33,11 +33,17 @@ def get_plan(plan_id: UUID, guard: GuardDep, response: Response, wait_for_positi
         currency=plan.currency, unit_id=plan.unit_id, status=plan.status, published_version=plan.published_version,
         unpublished_changes=plan.unpublished_changes,
         targets=[
-            s.TargetOut(target_id=t["target_id"], metric=t["metric"], period=t["period"],
-                        scope=s.ScopeOut(**v.Scope.from_dict(t["scope"]).as_dict()), committed=t["committed"],
-                        stretch=t["stretch"], parent_id=t["parent_id"])
+            s.TargetOut(target_id=t["target_id"], metric=t["metric"], period=t["period"], start=t["start"],
+                        end=t["end"], scope=s.ScopeOut(**v.Scope.from_dict(t["scope"]).as_dict()),
+                        committed=t["committed"], stretch=t["stretch"], parent_id=t["parent_id"])
             for t in plan.targets.values()
         ],
+        decompositions=[
+            s.DecompositionOut(parent_id=parent_id, by=d["by"], children=d["children"], residue_to=d["residue_to"])
+            for parent_id, decompositions in plan.decompositions.items() for d in decompositions
+        ],
+        locked_periods=[s.LockedPeriodOut(period=key, start=w["start"], end=w["end"])
+                        for key, w in sorted(plan.locked_periods.items(), key=lambda kw: kw[1]["start"])],
     )
 
 
@@ -64,18 +70,41 @@ def decompose_target(plan_id: UUID, body: s.DecomposeTarget, cmd: ChangeDep) -> 
 
 @router.post("/plans/{plan_id}/revise")
 def revise_target(plan_id: UUID, body: s.ReviseTarget, cmd: ChangeDep) -> s.CommandOut:
-    """Revise a target's committed or stretch value; once published, a reason is required."""
+    """Revise a target's committed or stretch value; once published, a reason is required.
+
+    Its decompositions re-spread in the same event (proportionally, or as ``spread`` says); a
+    decomposition's child says where the difference goes (``absorb``). The answer's
+    ``details.affected_ids`` lists every other target that moved.
+    """
     cmd.guard.manage_plan(plan_id)
+    spread = [Spread(by=x.by, target_id=x.target_id, method=x.method, weights=x.weights, values=x.values,
+                     residue_to=x.residue_to) for x in body.spread]
     return cmd.run(cmd.planning.revise_target, body, "/plans/{id}", plan_id, target_id=body.target_id,
                    committed=body.committed, stretch=body.stretch, clear_stretch=body.clear_stretch,
-                   reason=body.reason)
+                   absorb=body.absorb, spread=spread, reason=body.reason)
 
 
 @router.post("/plans/{plan_id}/remove-target")
 def remove_target(plan_id: UUID, body: s.RemoveTarget, cmd: ChangeDep) -> s.CommandOut:
-    """Remove a target and its decomposition beneath it."""
+    """Remove a target and its decompositions beneath it; a child says where its value goes (``mode``)."""
     cmd.guard.manage_plan(plan_id)
     return cmd.run(cmd.planning.remove_target, body, "/plans/{id}", plan_id, target_id=body.target_id,
+                   mode=body.mode, method=body.method, residue_to=body.residue_to, reason=body.reason)
+
+
+@router.post("/plans/{plan_id}/lock-period")
+def lock_period(plan_id: UUID, body: s.LockPeriod, cmd: ChangeDep) -> s.CommandOut:
+    """Lock a period of the plan (its figures are final), with a reason. Later entries inside it are
+    still accepted: history stays true."""
+    cmd.guard.manage_plan(plan_id)
+    return cmd.run(cmd.planning.lock_period, body, "/plans/{id}", plan_id, period=body.period, reason=body.reason)
+
+
+@router.post("/plans/{plan_id}/unlock-period")
+def unlock_period(plan_id: UUID, body: s.UnlockPeriod, cmd: ChangeDep) -> s.CommandOut:
+    """Lift a period's lock, with a reason."""
+    cmd.guard.manage_plan(plan_id)
+    return cmd.run(cmd.planning.unlock_period, body, "/plans/{id}", plan_id, period=body.period,
                    reason=body.reason)
 
 

@@ -2,7 +2,9 @@
 
 Every event of every aggregate becomes at least one row; an event that changes several
 targets at once becomes one row per target (a decomposition: the parent "decomposed" and one
-row per child created; a removal: one row per removed target), keyed by (position, seq).
+row per child created; a removal: one row per removed target; a revision or removal: one more
+row per target it moved with it — rolled up, absorbed or re-spread — each with the change's
+reason), keyed by (position, seq).
 
 ``changes`` is derived from the event alone (events carry their ``previous_*`` values):
 field → {"before": …, "after": …}, values as JSON strings/numbers (Decimals, dates and UUIDs
@@ -21,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID
@@ -83,6 +85,8 @@ _IMPLIED: Final[dict[type[Any], dict[str, Change]]] = {
     Member.Deactivated: {"active": (True, False)},
     Plan.Drafted: {"status": (None, "draft")},
     Plan.Closed: {"status": (None, "closed")},
+    Plan.PeriodLocked: {"locked": (False, True)},
+    Plan.PeriodUnlocked: {"locked": (True, False)},
     Task.Created: {"status": (None, "open")},
     Task.Completed: {"status": ("open", "done"), "progress": (None, 100)},
     Task.Cancelled: {"status": ("open", "cancelled")},
@@ -230,6 +234,9 @@ _SUMMARIES: Final[dict[type[Any], Summary]] = {
     Plan.Published: lambda e, n: f"plan {n(e.originator_id)} published as v{e.version}" + (
         f": {e.note}" if e.note else ""),
     Plan.Closed: lambda e, n: f"plan {n(e.originator_id)} closed",
+    Plan.PeriodLocked: lambda e, n: (
+        f"plan {n(e.originator_id)}: period {e.period} locked ({e.start} to {e.end - timedelta(days=1)})"),
+    Plan.PeriodUnlocked: lambda e, n: f"plan {n(e.originator_id)}: period {e.period} unlocked",
     Task.Created: lambda e, n: f"task {e.title} created for {n(e.assignee_id)}, due {e.due}" + (
         f", toward {n(e.target_id)}" if e.target_id else ""),
     Task.Reassigned: lambda e, n: (
@@ -299,19 +306,44 @@ def _target_entries(e: Any, n: Namer) -> list[_Entry]:
             for c in e.children
         ]
     if isinstance(e, Plan.TargetRevised):
-        parts = []
-        if e.committed != e.previous_committed:
-            parts.append(f"committed {amount(e.previous_committed)} → {amount(e.committed)}")
-        if e.stretch != e.previous_stretch:
-            parts.append(f"stretch {amount(e.previous_stretch)} → {amount(e.stretch)}")
+        where = ""
+        if e.absorb == "parent":
+            where = " (its parent changes with it)"
+        elif e.absorb:
+            where = f" ({n(UUID(e.absorb))} absorbs the difference)"
         return [_Entry("target", e.target_id,
                        _values((e.previous_committed, e.committed), (e.previous_stretch, e.stretch)),
-                       f"target {n(e.target_id)} revised: {'; '.join(parts)}")]
+                       f"target {n(e.target_id)} revised: "
+                       f"{_moves(e.previous_committed, e.committed, e.previous_stretch, e.stretch)}{where}"),
+                *_effect_entries(e, n, f"revising {n(e.target_id)}")]
     assert isinstance(e, Plan.TargetRemoved)
     return [
         _Entry("target", t, _diff({"removed": (False, True)}),
                f"target {n(t)} removed" + (f" with its parent {n(e.target_id)}" if t != e.target_id else ""))
         for t in e.removed_ids
+    ] + _effect_entries(e, n, f"removing {n(e.target_id)}")
+
+
+def _moves(before: Decimal, after: Decimal, before_stretch: Decimal | None, after_stretch: Decimal | None) -> str:
+    parts = []
+    if after != before:
+        parts.append(f"committed {amount(before)} → {amount(after)}")
+    if after_stretch != before_stretch:
+        parts.append(f"stretch {amount(before_stretch)} → {amount(after_stretch)}")
+    return "; ".join(parts)
+
+
+_HOW: Final = {"rolled_up": "rolled up", "absorbed": "absorbed the difference", "re_spread": "re-spread"}
+
+
+def _effect_entries(e: Plan.TargetRevised | Plan.TargetRemoved, n: Namer, cause: str) -> list[_Entry]:
+    """One row per target the change moved besides the one it names, each saying how and why."""
+    return [
+        _Entry("target", x["target_id"],
+               _values((x["previous_committed"], x["committed"]), (x["previous_stretch"], x["stretch"])),
+               f"target {n(x['target_id'])} {_HOW.get(x['via'], x['via'])} by {cause}: "
+               f"{_moves(x['previous_committed'], x['committed'], x['previous_stretch'], x['stretch'])}")
+        for x in e.effects
     ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -51,21 +52,27 @@ def evolve_plan(state: State | None, event: Any) -> State:
 
 
 def new_target(plan_id: UUID, metric: str, period: str, scope: dict[str, Any], committed: Decimal,
-               stretch: Decimal | None, parent_id: UUID | None) -> State:
+               stretch: Decimal | None, parent_id: UUID | None, start: date | None = None,
+               end: date | None = None) -> State:
+    """A target row; a decomposition's child may cover only part of its period (a week clipped to its month)."""
     p = v.Period.parse(period)
     return {
-        "plan_id": plan_id, "metric": metric, "period": period, "period_start": p.start, "period_end": p.end,
+        "plan_id": plan_id, "metric": metric, "period": period, "period_start": start or p.start,
+        "period_end": end or p.end,
         "unit_id": scope.get("unit_id"), "member_id": scope.get("member_id"),
         "product_line": scope.get("product_line"), "region": scope.get("region"), "segment": scope.get("segment"),
         "committed": committed, "stretch": stretch, "parent_id": parent_id, "removed": False,
     }
 
 
-def evolve_target(state: State, event: Any) -> State:
-    if isinstance(event, Plan.TargetRevised):
-        return {**state, "committed": event.committed, "stretch": event.stretch}
-    if isinstance(event, Plan.TargetRemoved):
+def evolve_target(state: State, event: Any, target_id: UUID) -> State:
+    """One target after a revision or removal: removed, or the values the event gives it (its own
+    or, when another target's change moved it, an effect's)."""
+    if isinstance(event, Plan.TargetRemoved) and target_id in event.removed_ids:
         return {**state, "removed": True}
+    if isinstance(event, (Plan.TargetRevised, Plan.TargetRemoved)):
+        committed, stretch = event.moved()[target_id]
+        return {**state, "committed": committed, "stretch": stretch}
     raise TypeError(f"unexpected target event {type(event).__qualname__}")
 
 
@@ -227,12 +234,11 @@ class ProgressProjection(Projection):
                 for child in e.children:
                     targets.append(child["target_id"], new_target(
                         e.originator_id, parent["metric"], child["period"], child["scope"], child["committed"],
-                        child["stretch"], e.parent_id), *stamp)
-            elif isinstance(e, Plan.TargetRevised):
-                targets.append(e.target_id, evolve_target(_known(targets, e.target_id), e), *stamp)
-            elif isinstance(e, Plan.TargetRemoved):
-                for target_id in e.removed_ids:
-                    targets.append(target_id, evolve_target(_known(targets, target_id), e), *stamp)
+                        child["stretch"], e.parent_id, child.get("start"), child.get("end")), *stamp)
+            elif isinstance(e, (Plan.TargetRevised, Plan.TargetRemoved)):
+                # One row per affected target, all at the event's position: the tree adds up at every cut.
+                for target_id in _touched(e):
+                    targets.append(target_id, evolve_target(_known(targets, target_id), e, target_id), *stamp)
             elif isinstance(e, DEAL_EVENTS):
                 deals.append(e.originator_id, evolve_deal(_before(deals, e), e), *stamp)
             elif isinstance(e, Activity.Logged):
@@ -254,10 +260,8 @@ class ProgressProjection(Projection):
                 ids["plans"].add(e.originator_id)
             elif isinstance(e, Plan.TargetDecomposed):
                 ids["targets"].add(e.parent_id)
-            elif isinstance(e, Plan.TargetRevised):
-                ids["targets"].add(e.target_id)
-            elif isinstance(e, Plan.TargetRemoved):
-                ids["targets"].update(e.removed_ids)
+            elif isinstance(e, (Plan.TargetRevised, Plan.TargetRemoved)):
+                ids["targets"].update(_touched(e))
             elif isinstance(e, DEAL_EVENTS) and not isinstance(e, Deal.Opened):
                 ids["deals"].add(e.originator_id)
         units.prefetch(ids["units"])
@@ -272,6 +276,12 @@ def _before(writer: HistoryWriter, event: Any) -> State | None:
     if isinstance(event, CREATION_EVENTS):
         return None
     return writer.current(event.originator_id)
+
+
+def _touched(event: Plan.TargetRevised | Plan.TargetRemoved) -> list[UUID]:
+    """The targets a revision or removal changes: the removed ones, then every one it moved."""
+    removed = event.removed_ids if isinstance(event, Plan.TargetRemoved) else []
+    return [*removed, *event.moved()]
 
 
 def _known(writer: HistoryWriter, entity_id: Any) -> State:

@@ -2,9 +2,9 @@
 
 The progress tables keep the values a target had; the reasons live only in the events. This
 projection keeps one row per target per change (a target set, a child created by a
-decomposition, a revision, a removal), so that "why did East's Q1 target move?" is an indexed
-read. A removal's event names only the ids it removed: the value it had is read from this
-projection's own previous row.
+decomposition, a revision, a removal, and every target such a change moved with it), so that
+"why did East's Q1 target move?" is an indexed read. A removal's event names only the ids it
+removed: the value each had is read from this projection's own previous row.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RevisionEntry:
     """What one event did to one target, and why."""
 
     target_id: UUID
-    kind: str  # set | decomposed | revised | removed
+    kind: str  # set | decomposed | revised | removed, or how a change moved it: rolled_up | absorbed | re_spread
     before: Decimal | None
     after: Decimal | None
     before_stretch: Decimal | None
@@ -52,14 +52,21 @@ def revision_entries(event: Any, current: Mapping[UUID, Values]) -> list[Revisio
                 for c in event.children]
     if isinstance(event, Plan.TargetRevised):
         return [RevisionEntry(event.target_id, REVISED, event.previous_committed, event.committed,
-                              event.previous_stretch, event.stretch, event.reason)]
+                              event.previous_stretch, event.stretch, event.reason), *_effects(event)]
     if isinstance(event, Plan.TargetRemoved):
         entries = []
         for target_id in event.removed_ids:
             committed, stretch = current[target_id]
             entries.append(RevisionEntry(target_id, REMOVED, committed, None, stretch, None, event.reason))
-        return entries
+        return entries + _effects(event)
     raise TypeError(f"unexpected plan event {type(event).__qualname__}")
+
+
+def _effects(event: Plan.TargetRevised | Plan.TargetRemoved) -> list[RevisionEntry]:
+    """The targets a change moved besides the one it names, each with the change's reason; the kind
+    says how (rolled_up: an ancestor; absorbed: a sibling; re_spread: beneath a changed target)."""
+    return [RevisionEntry(e["target_id"], e["via"], e["previous_committed"], e["committed"], e["previous_stretch"],
+                          e["stretch"], event.reason) for e in event.effects]
 
 
 class RevisionReasonsProjection(Projection):

@@ -47,6 +47,9 @@ class VersionTarget:
     stretch: Decimal | None
 
 
+TARGET_EVENTS: Final = (Plan.TargetSet, Plan.TargetDecomposed, Plan.TargetRevised, Plan.TargetRemoved)
+LOCK_EVENTS: Final = (Plan.PeriodLocked, Plan.PeriodUnlocked)
+
 ADDED: Final = "added"
 REVISED: Final = "revised"
 REMOVED: Final = "removed"
@@ -55,9 +58,13 @@ DECOMPOSED: Final = "decomposed"
 
 @dataclass(frozen=True)
 class TargetChange:
-    """What one event did to one target of the working tree."""
+    """What one event did to one target of the working tree.
 
-    kind: str  # added | revised | removed | decomposed
+    A revision or removal is one change with its effects: the target it names first, then every
+    target it moved, all at the event's position (``seq`` orders them), all with its reason.
+    """
+
+    kind: str  # added | revised | removed | decomposed, or an effect: rolled_up | absorbed | re_spread
     target: VersionTarget  # after the change; for a removal, as it was
     before_committed: Decimal | None
     after_committed: Decimal | None
@@ -96,12 +103,22 @@ def working_changes(tree: Tree, event: Any) -> list[TargetChange]:
     if isinstance(event, Plan.TargetRevised):
         revised = replace(tree[event.target_id], committed=event.committed, stretch=event.stretch)
         return [TargetChange(REVISED, revised, event.previous_committed, event.committed, event.previous_stretch,
-                             event.stretch)]
+                             event.stretch), *_effects(tree, event)]
     if isinstance(event, Plan.TargetRemoved):
         return [
             TargetChange(REMOVED, tree[t], tree[t].committed, None, tree[t].stretch, None) for t in event.removed_ids
-        ]
+        ] + _effects(tree, event)
     raise TypeError(f"unexpected target event {type(event).__qualname__}")
+
+
+def _effects(tree: Tree, event: Plan.TargetRevised | Plan.TargetRemoved) -> list[TargetChange]:
+    """What one revision or removal moved besides the target it names: recorded at the same
+    position, after it, each kind saying how (rolled_up, absorbed, re_spread)."""
+    return [
+        TargetChange(e["via"], replace(tree[e["target_id"]], committed=e["committed"], stretch=e["stretch"]),
+                     e["previous_committed"], e["committed"], e["previous_stretch"], e["stretch"])
+        for e in event.effects
+    ]
 
 
 def apply_changes(tree: dict[UUID, VersionTarget], changes: Iterable[TargetChange]) -> None:
@@ -115,7 +132,7 @@ def apply_changes(tree: dict[UUID, VersionTarget], changes: Iterable[TargetChang
 def evolve_working(tree: Tree, event: Any) -> dict[UUID, VersionTarget]:
     """The working tree after one event (a new dict: the fold is pure)."""
     after = dict(tree)
-    if not isinstance(event, Plan.Published):
+    if isinstance(event, TARGET_EVENTS):
         apply_changes(after, working_changes(tree, event))
     return after
 
@@ -138,9 +155,6 @@ def snapshot(tree: Tree) -> list[VersionTarget]:
 
 
 # --- the view ------------------------------------------------------------------------------
-
-TARGET_EVENTS: Final = (Plan.TargetSet, Plan.TargetDecomposed, Plan.TargetRevised, Plan.TargetRemoved)
-
 
 def _target_columns() -> list[sa.Column[Any]]:
     return [
@@ -175,7 +189,7 @@ class PlanVersionsProjection(Projection):
 
     name = "plan_version"
     fold_version = 1
-    topics = (*TARGET_EVENTS, Plan.Published)
+    topics = (*TARGET_EVENTS, Plan.Published, *LOCK_EVENTS)
 
     def define_tables(self) -> None:
         self.versions = self.table(
@@ -219,6 +233,25 @@ class PlanVersionsProjection(Projection):
             sa.Column("draft_of_version", sa.Integer, nullable=False),
             indexes=[("plan_id", "position", "seq")],
         )
+        # Which periods of a plan were locked, from when to when (both clocks), by whom and why.
+        self.locks = self.table(
+            "plan_period_locks",
+            sa.Column("plan_id", sa.Uuid, primary_key=True),
+            sa.Column("period", sa.String(10), primary_key=True),
+            sa.Column("position", sa.BigInteger, primary_key=True),
+            sa.Column("start", sa.Date, nullable=False),
+            sa.Column("end", sa.Date, nullable=False),
+            sa.Column("plan_version", sa.Integer, nullable=False),
+            sa.Column("effective_at", UTCDateTime, nullable=False),
+            sa.Column("recorded_at", UTCDateTime, nullable=False),
+            sa.Column("actor", sa.Text, nullable=False),
+            sa.Column("reason", sa.Text, nullable=False),
+            sa.Column("unlocked_position", sa.BigInteger, nullable=True),
+            sa.Column("unlocked_effective_at", UTCDateTime, nullable=True),
+            sa.Column("unlocked_recorded_at", UTCDateTime, nullable=True),
+            sa.Column("unlocked_by", sa.Text, nullable=True),
+            sa.Column("unlock_reason", sa.Text, nullable=True),
+        )
 
     def handle(self, conn: Connection, batch: Sequence[Envelope]) -> None:
         plans = {e.event.originator_id for e in batch}
@@ -231,9 +264,9 @@ class PlanVersionsProjection(Projection):
             if isinstance(e, Plan.TargetDecomposed):
                 touched.add(e.parent_id)
             elif isinstance(e, Plan.TargetRevised):
-                touched.add(e.target_id)
+                touched.update(e.moved())
             elif isinstance(e, Plan.TargetRemoved):
-                touched.update(e.removed_ids)
+                touched.update([*e.removed_ids, *e.moved()])
         latest = self._latest_versions(conn, plans)
         working = self._load_working(conn, publishing, plans - publishing, touched)
         initial = {(p, t): target for p, tree in working.items() for t, target in tree.items()}
@@ -246,6 +279,9 @@ class PlanVersionsProjection(Projection):
             tree = working[plan_id]
             stamp = {"plan_id": plan_id, "recorded_at": envelope.recorded_at, "effective_at": e.effective_at,
                      "actor": e.actor}
+            if isinstance(e, LOCK_EVENTS):
+                self._lock(conn, envelope)
+                continue
             if isinstance(e, Plan.Published):
                 versions.append({**stamp, "version": e.version, "position": envelope.position, "note": e.note})
                 frozen.extend({"plan_id": plan_id, "version": e.version, **as_row(t)} for t in snapshot(tree))
@@ -265,6 +301,20 @@ class PlanVersionsProjection(Projection):
         for table, rows in ((self.changes, changes), (self.versions, versions), (self.version_targets, frozen)):
             if rows:
                 conn.execute(table.insert(), rows)
+
+    def _lock(self, conn: Connection, envelope: Envelope) -> None:
+        e = envelope.event
+        if isinstance(e, Plan.PeriodLocked):
+            conn.execute(self.locks.insert().values(
+                plan_id=e.originator_id, period=e.period, position=envelope.position, start=e.start, end=e.end,
+                plan_version=e.plan_version, effective_at=e.effective_at, recorded_at=envelope.recorded_at,
+                actor=e.actor, reason=e.reason))
+            return
+        c = self.locks.c
+        conn.execute(self.locks.update().where(
+            c.plan_id == e.originator_id, c.period == e.period, c.unlocked_position.is_(None),
+        ).values(unlocked_position=envelope.position, unlocked_effective_at=e.effective_at,
+                 unlocked_recorded_at=envelope.recorded_at, unlocked_by=e.actor, unlock_reason=e.reason))
 
     def _latest_versions(self, conn: Connection, plans: set[UUID]) -> dict[UUID, int]:
         c = self.versions.c
