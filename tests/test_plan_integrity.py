@@ -25,6 +25,8 @@ from domain.plan import Plan, Spread, upside_of
 from domain.values import Scope
 from projections.folds.progress import LIVE as PROGRESS
 from projections.history import Cut
+from projections.queries.progress import progress
+from projections.queries.versions import compare_with_actuals
 from tests.api_helpers import Api, api_fixture  # noqa: F401  (the ``api`` fixture)
 from tests.test_audit import caught_up, projected
 from tests.test_domain_rules import refused
@@ -320,6 +322,27 @@ def test_january_splits_into_the_iso_weeks_that_overlap_it_each_clipped_to_the_m
     assert rows[weeks[0]] == ("2026-W01", date(2026, 1, 1), date(2026, 1, 5), D("8000.00"))
     assert rows[weeks[4]] == ("2026-W05", date(2026, 1, 26), date(2026, 2, 1), D("12000.00"))
     assert rows[feb_weeks[0]] == ("2026-W05", date(2026, 2, 1), date(2026, 2, 2), D("1000.00"))
+
+    # Measured over its window, live and as a published version: a deal Ann won on Tuesday 27 January counts for
+    # January's W05, one won on Sunday 1 February (the same ISO week) for February's.
+    product = app.add_product(name="GTX", product_line="GTX", list_price="100", currency="EUR", actor=M,
+                              effective_at=at(12, 1, 2025)).id
+    for amount, won in (("2500.00", datetime(2026, 1, 27, 15, tzinfo=UTC)), ("900.00", datetime(2026, 2, 1, 11,
+                                                                                              tzinfo=UTC))):
+        deal = app.open_deal(name="d", account_id=None, owner_id=acme.ann, product_id=product, amount=amount,
+                             currency="EUR", expected_close=date(2026, 2, 28), actor=M,
+                             effective_at=datetime(2026, 1, 20, tzinfo=UTC)).id
+        app.win_deal(deal, actor=M, effective_at=won)
+    app.publish_plan(acme.plan, actor=M, effective_at=datetime(2026, 2, 2, tzinfo=UTC))
+    caught_up(engine)
+    cut, now = Cut(engine.head()), datetime(2026, 2, 3, tzinfo=UTC)
+    with app.database.engine.connect() as conn:
+        live = {r.target_id: r.actual for r in progress(conn, cut=cut, now=now).rows}
+        version = {r.target.target_id: r.actual for r in compare_with_actuals(conn, acme.plan, 1, cut=cut,
+                                                                              now=now).rows}
+    for actuals in (live, version):
+        assert (actuals[weeks[4]], actuals[feb_weeks[0]], actuals[january]) == (D("2500.00"), D("900.00"),
+                                                                                 D("2500.00"))
 
 
 # --- children lie within their parent -----------------------------------------------------------------

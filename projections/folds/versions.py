@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID
@@ -45,6 +46,9 @@ class VersionTarget:
     segment: str | None
     committed: Decimal
     stretch: Decimal | None
+    # A clipped window (an ISO week split out of a month): the days of the period the target covers.
+    window_start: date | None = None
+    window_end: date | None = None
 
 
 TARGET_EVENTS: Final = (Plan.TargetSet, Plan.TargetDecomposed, Plan.TargetRevised, Plan.TargetRemoved)
@@ -76,11 +80,12 @@ Tree = Mapping[UUID, VersionTarget]
 
 
 def _new(target_id: UUID, parent_id: UUID | None, metric: str, period: str, scope: Mapping[str, Any],
-         committed: Decimal, stretch: Decimal | None) -> VersionTarget:
+         committed: Decimal, stretch: Decimal | None, start: date | None = None, end: date | None = None
+         ) -> VersionTarget:
     return VersionTarget(
         target_id=target_id, parent_id=parent_id, metric=metric, period=period, unit_id=scope.get("unit_id"),
         member_id=scope.get("member_id"), product_line=scope.get("product_line"), region=scope.get("region"),
-        segment=scope.get("segment"), committed=committed, stretch=stretch,
+        segment=scope.get("segment"), committed=committed, stretch=stretch, window_start=start, window_end=end,
     )
 
 
@@ -97,7 +102,7 @@ def working_changes(tree: Tree, event: Any) -> list[TargetChange]:
         parent = tree[event.parent_id]
         return [TargetChange(DECOMPOSED, parent, parent.committed, parent.committed, parent.stretch, parent.stretch)] + [
             _added(_new(c["target_id"], event.parent_id, parent.metric, c["period"], c["scope"], c["committed"],
-                        c["stretch"]))
+                        c["stretch"], c.get("start"), c.get("end")))
             for c in event.children
         ]
     if isinstance(event, Plan.TargetRevised):
@@ -145,7 +150,8 @@ def tree_order(target: VersionTarget) -> tuple[Any, ...]:
     """Metric as the domain lists them, then period in calendar order, then scope: the same
     order on every backend."""
     scope = (target.unit_id, target.member_id, target.product_line, target.region, target.segment)
-    return (metric_order(target.metric), v.Period.parse(target.period).start, target.period,
+    start = target.window_start or v.Period.parse(target.period).start
+    return (metric_order(target.metric), start, target.period,
             *("" if s is None else str(s) for s in scope), str(target.target_id))
 
 
@@ -169,11 +175,13 @@ def _target_columns() -> list[sa.Column[Any]]:
         sa.Column("segment", sa.String(100), nullable=True),
         sa.Column("committed", Money, nullable=False),
         sa.Column("stretch", Money, nullable=True),
+        sa.Column("window_start", sa.Date, nullable=True),  # NULL: the whole period
+        sa.Column("window_end", sa.Date, nullable=True),
     ]
 
 
 _TARGET_FIELDS: Final = ("target_id", "parent_id", "metric", "period", "unit_id", "member_id", "product_line",
-                         "region", "segment", "committed", "stretch")
+                         "region", "segment", "committed", "stretch", "window_start", "window_end")
 
 
 def as_row(target: VersionTarget) -> dict[str, Any]:
@@ -188,7 +196,7 @@ class PlanVersionsProjection(Projection):
     """Answers "how did the plan evolve": every published version's tree and the reasons in between."""
 
     name = "plan_version"
-    fold_version = 1
+    fold_version = 2
     topics = (*TARGET_EVENTS, Plan.Published, *LOCK_EVENTS)
 
     def define_tables(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,7 @@ from projections.folds.versions import LIVE, VersionTarget, as_target, snapshot
 from projections.history import Cut
 from projections.measure.arithmetic import MeasureConfig, divide, exact, ratio
 from projections.measure.organisation import Span, Tree, member_spans, tree_at
-from projections.measure.targets import Rollup, Target, from_period, targets_at, window_order
+from projections.measure.targets import Rollup, Target, from_period, midnight, targets_at, window_order
 from projections.queries.plans import find_plan
 from projections.queries.progress import progress_rows
 
@@ -182,11 +182,14 @@ def _delta(before: Decimal | None, after: Decimal | None) -> Decimal | None:
 
 
 def measured(plan_id: UUID, target: VersionTarget) -> Target:
-    """A version's target as the measurement core sees it."""
-    return from_period(target_id=target.target_id, plan_id=plan_id, parent_id=target.parent_id, metric=target.metric,
-                       period=target.period, unit_id=target.unit_id, member_id=target.member_id,
-                       product_line=target.product_line, region=target.region, segment=target.segment,
-                       committed=target.committed, stretch=target.stretch)
+    """A version's target as the measurement core sees it (a clipped week over its own days)."""
+    whole = from_period(target_id=target.target_id, plan_id=plan_id, parent_id=target.parent_id, metric=target.metric,
+                        period=target.period, unit_id=target.unit_id, member_id=target.member_id,
+                        product_line=target.product_line, region=target.region, segment=target.segment,
+                        committed=target.committed, stretch=target.stretch)
+    if target.window_start is None or target.window_end is None:
+        return whole
+    return replace(whole, start=midnight(target.window_start), end=midnight(target.window_end))
 
 
 def metric_totals(conn: Connection, plan_id: UUID, before: Sequence[VersionTarget], after: Sequence[VersionTarget],
