@@ -130,7 +130,7 @@ class ProgressProjection(Projection):
     """Answers "where do we stand": every target's actual, pace and forecast, at any cut."""
 
     name = "progress"
-    fold_version = 2
+    fold_version = 3
     topics = (*UNIT_EVENTS, *MEMBER_EVENTS, *PLAN_EVENTS, *TARGET_EVENTS, *DEAL_EVENTS, Activity.Logged)
 
     def define_tables(self) -> None:
@@ -149,6 +149,7 @@ class ProgressProjection(Projection):
             # From when this row places the member in ``unit_id``: NULL on the first row, which also
             # places facts back-dated to before the member was added.
             sa.Column("valid_from", UTCDateTime, nullable=True),
+            indexes=[("unit_id",)],  # who was ever in a unit: the members a unit's facts can come from
         )
         self.plans = self.table(
             "progress_plans", *history_columns("plan_id"),
@@ -196,7 +197,9 @@ class ProgressProjection(Projection):
             sa.Column("closed_at", UTCDateTime, nullable=True),
             sa.Column("stage_entered_at", UTCDateTime, nullable=False),
             sa.Column("last_stage_change_at", UTCDateTime, nullable=True),
-            indexes=[("closed_at",), ("opened_at",), ("expected_close",), ("owner_id", "position")],
+            # By time for a whole organisation, by member and time for a part of it (see projections.measure.facts).
+            indexes=[("closed_at",), ("opened_at",), ("expected_close",), ("owner_id", "position"),
+                     ("owner_id", "closed_at"), ("opened_by", "opened_at"), ("owner_id", "expected_close")],
         )
         self.activities = self.table(
             "progress_activities", *history_columns("activity_id"),

@@ -36,6 +36,7 @@ from domain import values as v
 from projections.folds.progress import LIVE
 from projections.history import Cut
 from projections.measure.organisation import SpanOverride, closure, spans
+from projections.measure.rows import Column, json_rows
 from projections.sqltypes import UTCDateTime
 
 __all__ = ["FACT_KINDS", "METRIC_KINDS", "Bucket", "Cell", "Tally", "contributions", "tally"]
@@ -119,7 +120,7 @@ class Tally:
 
 # --- the statement ---------------------------------------------------------------------------------
 
-_CHUNK: Final = 1000  # cells per statement: at most 2 kinds × 11 parameters each, below SQLite's 32,766
+_CHUNK: Final = 2000  # cells per statement (one JSON parameter): keeps each statement's span of facts short
 
 
 def tally(conn: Connection, cells: Sequence[Cell], cut: Cut, *, at: datetime,
@@ -127,7 +128,7 @@ def tally(conn: Connection, cells: Sequence[Cell], cut: Cut, *, at: datetime,
     """Every cell's facts at ``cut``; open deals are placed by their owner's unit at ``at``."""
     result = {c.key: Tally() for c in cells}
     for chunk in _chunks(cells):
-        for row in conn.execute(_statement(chunk, cut, at, overrides, by_fact=False)):
+        for row in conn.execute(_statement(chunk, cut, at, overrides, by_fact=False, dialect=conn.dialect.name)):
             result[row.key].add(row.kind, row.detail or "", _bucket(row))
     return result
 
@@ -137,7 +138,7 @@ def contributions(conn: Connection, cells: Sequence[Cell], cut: Cut, *, at: date
     """``tally`` broken down by contributor: what each deal (or activity) adds to each cell at ``cut``."""
     result: dict[str, dict[UUID, Tally]] = {c.key: {} for c in cells}
     for chunk in _chunks(cells):
-        for row in conn.execute(_statement(chunk, cut, at, overrides, by_fact=True)):
+        for row in conn.execute(_statement(chunk, cut, at, overrides, by_fact=True, dialect=conn.dialect.name)):
             result[row.key].setdefault(row.fact_id, Tally()).add(row.kind, row.detail or "", _bucket(row))
     return result
 
@@ -153,12 +154,12 @@ def _bucket(row: Any) -> Bucket:
 
 
 def _statement(cells: Sequence[Cell], cut: Cut, at: datetime, overrides: Sequence[SpanOverride], *,
-               by_fact: bool) -> sa.Select[tuple[object, ...]]:
+               by_fact: bool, dialect: str) -> sa.Select[tuple[object, ...]]:
     kinds = {k for c in cells for k in c.kinds}
     lo, hi = min(c.start for c in cells), max(c.end for c in cells)
-    wanted = _cells(cells)
+    wanted = _cells(cells, dialect)
     tree = closure(cut)
-    s = spans(cut.position, overrides)
+    s = spans(cut.position, overrides, dialect)
     # Only the facts of members who can count for a cell: its member owners, and whoever was ever in a unit
     # owner's subtree (as known at the cut). A team's question never reads the whole company's facts.
     owner_ids = sa.select(wanted.c.owner_id)
@@ -248,15 +249,16 @@ def _facts(kinds: Iterable[str], cut: Cut, at: datetime, lo: datetime, hi: datet
     return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).cte("facts")
 
 
-def _cells(cells: Sequence[Cell]) -> sa.CTE:
+_CELL_COLUMNS: Final[tuple[Column, ...]] = (
+    ("key", "text"), ("kind", "text"), ("owner_id", "uuid"), ("start", "time"), ("end", "time"), ("start_day", "day"),
+    ("end_day", "day"), ("currency", "text"), ("product_line", "text"), ("region", "text"), ("segment", "text"),
+)
+
+
+def _cells(cells: Sequence[Cell], dialect: str) -> sa.CTE:
     rows = [
         (c.key, kind, c.owner_id, c.start, c.end, c.start.date(), c.end.date(), c.currency, c.product_line,
          c.region, c.segment)
         for c in cells for kind in c.kinds
     ]
-    return sa.values(
-        sa.column("key", sa.String), sa.column("kind", sa.String), sa.column("owner_id", sa.Uuid),
-        sa.column("start", UTCDateTime), sa.column("end", UTCDateTime), sa.column("start_day", sa.Date),
-        sa.column("end_day", sa.Date), sa.column("currency", sa.String), sa.column("product_line", sa.String),
-        sa.column("region", sa.String), sa.column("segment", sa.String), name="wanted_cells",
-    ).data(rows).cte("cells")
+    return json_rows("cells", _CELL_COLUMNS, rows, dialect)

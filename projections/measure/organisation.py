@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from projections.folds.progress import LIVE
 from projections.history import Cut
-from projections.sqltypes import UTCDateTime
+from projections.measure.rows import json_rows
 
 __all__ = [
     "Organisation", "Span", "SpanOverride", "Tree", "UnitHistory", "UnitNode", "closure", "member_names", "member_spans",
@@ -145,7 +145,7 @@ class SpanOverride:
     spans: tuple[Span, ...]
 
 
-def spans(position: int, overrides: Sequence[SpanOverride] = ()) -> sa.Subquery:
+def spans(position: int, overrides: Sequence[SpanOverride] = (), dialect: str = "") -> sa.Subquery:
     """Every membership span as known at ``position`` (member_id, unit_id, valid_from, valid_to)."""
     m = LIVE.members.c
     known = sa.select(
@@ -158,10 +158,8 @@ def spans(position: int, overrides: Sequence[SpanOverride] = ()) -> sa.Subquery:
     rows = [(o.member_id, s.unit_id, s.valid_from, s.valid_to) for o in overrides for s in o.spans]
     if not rows:
         return known.subquery("spans")
-    given = sa.values(
-        sa.column("member_id", sa.Uuid), sa.column("unit_id", sa.Uuid), sa.column("valid_from", UTCDateTime),
-        sa.column("valid_to", UTCDateTime), name="given_spans",
-    ).data(rows).cte("given_spans")
+    given = json_rows("given_spans", (("member_id", "uuid"), ("unit_id", "uuid"), ("valid_from", "time"),
+                                      ("valid_to", "time")), rows, dialect)
     return sa.union_all(known, sa.select(given)).subquery("spans")
 
 
@@ -183,12 +181,14 @@ def closure(cut: Cut) -> sa.CTE:
 def member_spans(conn: Connection, position: int, member_ids: Iterable[UUID],
                  overrides: Sequence[SpanOverride] = ()) -> dict[UUID, list[Span]]:
     """Each member's spans as known at ``position`` (overrides replace a member's spans)."""
-    ids = sorted(set(member_ids), key=str)
-    s = spans(position, overrides)
+    replaced = {o.member_id: list(o.spans) for o in overrides}
+    ids = sorted(set(member_ids) - set(replaced), key=str)
+    s = spans(position)
     found: dict[UUID, list[Span]] = defaultdict(list)
     for i in range(0, len(ids), 500):
         for r in conn.execute(sa.select(s).where(s.c.member_id.in_(ids[i:i + 500]))):
             found[r.member_id].append(Span(r.unit_id, r.valid_from, r.valid_to))
+    found.update({m: replaced[m] for m in set(member_ids) & set(replaced)})
     return dict(found)
 
 
