@@ -36,8 +36,8 @@ product line, region and segment it was opened with.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -51,7 +51,8 @@ from domain.errors import ValidationError
 from projections.folds.pipeline import LIVE as PIPELINE
 from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
-from projections.measure.organisation import Organisation
+from projections.measure.organisation import Organisation, closure, spans
+from projections.sqltypes import UTCDateTime
 
 GroupBy = Literal["unit", "member", "product_line", "region", "segment"]
 GROUP_BYS: Final = ("unit", "member", "product_line", "region", "segment")
@@ -217,111 +218,150 @@ def funnel(
                               allowed=list(GROUP_BYS))
     if stalled_after_days < 1:
         raise ValidationError("query.stalled_after_days", "stalled_after_days must be at least 1", "stalled_after_days")
-    d, s = LEDGER.deals.c, PIPELINE.stays.c
     org = Organisation(conn, cut)
+    deals = _candidates(cut, at, span_start, span_end, group_by, unit_id, conn.dialect.name)
+    groups: dict[str, _Tallies] = {}
 
-    # Only deals with something in the span, or open now (stalled), can contribute.
-    moved_in_span = sa.select(s.deal_id).where(stays_visible(cut, PIPELINE.stays), sa.or_(
-        sa.and_(s.entered_at >= span_start, s.entered_at < span_end),
-        sa.and_(s.left_at >= span_start, s.left_at < span_end),
-    ))
-    deals = list(conn.execute(sa.select(LEDGER.deals).where(
-        cut.where(LEDGER.deals), sa.or_(d.deal_id.in_(moved_in_span), d.stage.in_(v.OPEN_STAGES)))))
-    within = org.tree.subtree(unit_id) if unit_id is not None else None
-    if within is not None:
-        deals = [r for r in deals if org.unit_of(r.owner_id, r.closed_at or at) in within]
-    stays: dict[UUID, list[Any]] = defaultdict(list)
-    ids = sorted(r.deal_id for r in deals)
-    for i in range(0, len(ids), 500):
-        for stay in conn.execute(sa.select(PIPELINE.stays).where(s.deal_id.in_(ids[i : i + 500]),
-                                                                 stays_visible(cut, PIPELINE.stays))
-                                 .order_by(s.deal_id, s.entered_position)):
-            stays[stay.deal_id].append(stay)
+    def group(key: Any) -> _Tallies:
+        return groups.setdefault("" if key is None else str(key), _Tallies())
 
-    key_of, name_of = _grouping(group_by, org, at)
-    grouped: dict[str, list[Any]] = defaultdict(list)
-    for deal in deals:
-        grouped[key_of(deal)].append(deal)
+    for key in conn.execute(sa.select(deals.c.key).distinct()).scalars():
+        group(key)
     if group_by is None:
-        grouped.setdefault(ALL, [])
-    span = (span_start, span_end)
-    groups = [
-        _group(key, name_of(key), grouped[key], stays, cut, at, span, stalled_after_days)
-        for key in sorted(grouped, key=lambda k: (name_of(k), k))
-    ]
-    return Funnel(position=cut.position, as_of=cut.as_of, at=at, span_start=span_start, span_end=span_end,
-                  group_by=group_by, unit_id=unit_id, stalled_after_days=stalled_after_days, groups=groups)
+        group(ALL)
+    s = PIPELINE.stays
+    st = s.c
+    visible = stays_visible(cut, s)
+    entered_in_span = sa.and_(st.entered_at >= span_start, st.entered_at < span_end)
+    for row in conn.execute(sa.select(deals.c.key, st.stage, sa.func.count(sa.distinct(st.deal_id)))
+                            .join(deals, deals.c.deal_id == st.deal_id).where(visible, entered_in_span)
+                            .group_by(deals.c.key, st.stage)):
+        group(row[0]).entered[row[1]] = int(row[2])
+    # reached_at(k): a deal's first entry into rung k or above.
+    rank = sa.case(*((st.stage == stage, i) for i, stage in enumerate(LADDER)), else_=-1)
+    firsts = sa.select(deals.c.key, *(sa.func.min(sa.case((rank >= k, st.entered_at), else_=sa.null())).label(f"r{k}")
+                                      for k in range(len(LADDER)))).join(deals, deals.c.deal_id == st.deal_id).where(
+        visible).group_by(st.deal_id, deals.c.key).subquery("firsts")
 
+    def reached_in_span(k: int) -> sa.ColumnElement[bool]:
+        return sa.and_(firsts.c[f"r{k}"] >= span_start, firsts.c[f"r{k}"] < span_end)
 
-def _grouping(group_by: str | None, org: Organisation, at: datetime) -> tuple[Callable[[Any], str], Callable[[str], str]]:
-    if group_by is None:
-        return (lambda _deal: ALL), (lambda _key: ALL)
-    if group_by == "unit":
-        def unit_key(deal: Any) -> str:
-            unit = org.unit_of(deal.owner_id, deal.closed_at or at)
-            return "" if unit is None else str(unit)
-        return unit_key, lambda key: (org.tree.name(UUID(key)) or key) if key else ""
-    if group_by == "member":
-        return (lambda deal: str(deal.owner_id)), lambda key: org.member_name(UUID(key)) or key
-    return (lambda deal: str(getattr(deal, group_by))), lambda key: key
-
-
-def _in(span: tuple[datetime, datetime], when: datetime | None) -> bool:
-    return when is not None and span[0] <= when < span[1]
-
-
-def _group(key: str, name: str, deals: Iterable[Any], stays: dict[UUID, list[Any]], cut: Cut, at: datetime,
-           span: tuple[datetime, datetime], stalled_after_days: int) -> FunnelGroup:
-    entered: dict[str, set[UUID]] = {stage: set() for stage in (*LADDER, "lost")}
-    reached_in_span: list[set[UUID]] = [set() for _ in LADDER]
-    reached_ever: list[set[UUID]] = [set() for _ in LADDER]
-    lengths: dict[str, list[Decimal]] = {stage: [] for stage in v.OPEN_STAGES}
-    won: list[Any] = []
-    lost = 0
-    stalled: list[StalledDeal] = []
+    rungs = len(LADDER) - 1
+    counts = [sa.func.sum(sa.case((reached_in_span(k), 1), else_=0)) for k in range(rungs)]
+    converted = [sa.func.sum(sa.case((sa.and_(reached_in_span(k), firsts.c[f"r{k + 1}"].is_not(None)), 1), else_=0))
+                 for k in range(rungs)]
+    for row in conn.execute(sa.select(firsts.c.key, *counts, *converted).group_by(firsts.c.key)):
+        group(row[0]).reached = [(int(row[1 + k] or 0), int(row[1 + rungs + k] or 0)) for k in range(rungs)]
+    # Stays that ended in the span, as far as the cut shows their end: their lengths, exactly.
+    left = sa.and_(st.left_position.is_not(None), st.left_position <= cut.position, st.left_at >= span_start,
+                   st.left_at < span_end, *(() if cut.as_of is None else (st.left_at <= cut.as_of,)))
+    length = _micros_between(st.entered_at, st.left_at, conn.dialect.name)
+    for row in conn.execute(sa.select(deals.c.key, st.stage, sa.func.count(), sa.func.sum(length))
+                            .join(deals, deals.c.deal_id == st.deal_id)
+                            .where(visible, left, st.stage.in_(v.OPEN_STAGES)).group_by(deals.c.key, st.stage)):
+        group(row[0]).stays[row[1]] = (int(row[2]), int(row[3]))
+    c = deals.c
+    for row in conn.execute(sa.select(c.key, c.stage, c.currency, c.amount_cents, c.opened_at, c.closed_at).where(
+            c.stage.in_(v.CLOSED_STAGES), c.closed_at >= span_start, c.closed_at < span_end)):
+        tallies = group(row.key)
+        if row.stage == "won":
+            tallies.won.append((row.currency, row.amount_cents, days_between(row.opened_at, row.closed_at)))
+        else:
+            tallies.lost += 1
     stalled_before = at - timedelta(days=stalled_after_days)
-    for deal in deals:
-        first_reached: list[datetime | None] = [None] * len(LADDER)
-        for stay in stays.get(deal.deal_id, []):
-            if _in(span, stay.entered_at):
-                entered[stay.stage].add(deal.deal_id)
-            if stay.stage in LADDER:
-                for k in range(LADDER.index(stay.stage) + 1):
-                    earliest = first_reached[k]
-                    if earliest is None or stay.entered_at < earliest:
-                        first_reached[k] = stay.entered_at
-            left = left_at_cut(stay, cut)
-            if stay.stage in lengths and _in(span, left):
-                assert left is not None
-                lengths[stay.stage].append(days_between(stay.entered_at, left))
-        for k, when in enumerate(first_reached):
-            if when is not None:
-                reached_ever[k].add(deal.deal_id)
-                if _in(span, when):
-                    reached_in_span[k].add(deal.deal_id)
-        if _in(span, deal.closed_at):
-            if deal.stage == "won":
-                won.append(deal)
-            elif deal.stage == "lost":
-                lost += 1
-        if deal.stage in v.OPEN_STAGES and deal.stage_entered_at <= stalled_before:
-            stalled.append(_stalled(deal, at))
-    conversion = []
-    for k in range(len(LADDER) - 1):
-        cohort = reached_in_span[k]
-        converted = len(cohort & reached_ever[k + 1])
-        conversion.append(StageConversion(LADDER[k], LADDER[k + 1], len(cohort), converted, rate(converted, len(cohort))))
-    won_amount: dict[str, Decimal] = defaultdict(Decimal)
-    won_count: dict[str, int] = defaultdict(int)
-    for deal in won:
-        won_amount[deal.currency] += deal.amount
-        won_count[deal.currency] += 1
-    return FunnelGroup(
-        key=key, name=name, entered={stage: len(ids) for stage, ids in entered.items()}, conversion=conversion,
-        won=len(won), lost=lost, win_rate=rate(len(won), len(won) + lost),
-        won_amount={c: won_amount[c].quantize(_TWO) for c in sorted(won_amount)},
-        average_order_value={c: (won_amount[c] / won_count[c]).quantize(_TWO) for c in sorted(won_amount)},
-        average_sales_cycle_days=_mean([days_between(deal.opened_at, deal.closed_at) for deal in won]),
-        average_days_in_stage={stage: _mean(values) for stage, values in lengths.items()},
-        stalled=sorted(stalled, key=lambda sd: (sd.stage_entered_at, sd.deal_id)),
+    for row in conn.execute(sa.select(deals).where(c.stage.in_(v.OPEN_STAGES), c.stage_entered_at <= stalled_before)
+                            .order_by(c.stage_entered_at, c.deal_id)):
+        group(row.key).stalled.append(_stalled(row, at))
+    name_of = _names(group_by, org)
+    result = [groups[key].funnel_group(key, name_of(key)) for key in sorted(groups, key=lambda k: (name_of(k), k))]
+    return Funnel(position=cut.position, as_of=cut.as_of, at=at, span_start=span_start, span_end=span_end,
+                  group_by=group_by, unit_id=unit_id, stalled_after_days=stalled_after_days, groups=result)
+
+
+def _candidates(cut: Cut, at: datetime, span_start: datetime, span_end: datetime, group_by: str | None,
+                unit_id: UUID | None, dialect: str) -> sa.CTE:
+    """The deals that can count (a stay entered or left in the span, or open at the cut), each with its group key.
+
+    A deal is placed as every question places it: in the unit its owner was in when it closed, or at ``at``.
+    """
+    d, s = LEDGER.deals, PIPELINE.stays
+    dc, st = d.c, s.c
+    moved = sa.select(st.deal_id).where(stays_visible(cut, s), sa.or_(
+        sa.and_(st.entered_at >= span_start, st.entered_at < span_end),
+        sa.and_(st.left_at >= span_start, st.left_at < span_end),
+    ))
+    sp = spans(cut.position, (), dialect)
+    placed_at = sa.func.coalesce(dc.closed_at, sa.literal(at, UTCDateTime))
+    key: sa.ColumnElement[Any]
+    if group_by is None:
+        key = sa.literal(ALL, sa.String)
+    elif group_by == "unit":
+        key = sp.c.unit_id
+    elif group_by == "member":
+        key = dc.owner_id
+    else:
+        key = dc[group_by]
+    query = (
+        sa.select(dc.deal_id, dc.name, dc.owner_id, dc.stage, dc.amount, dc.amount_cents, dc.currency, dc.opened_at,
+                  dc.closed_at, dc.stage_entered_at, key.label("key"))
+        .select_from(d.outerjoin(sp, sa.and_(
+            sp.c.member_id == dc.owner_id, sa.or_(sp.c.valid_from.is_(None), sp.c.valid_from <= placed_at),
+            sa.or_(sp.c.valid_to.is_(None), placed_at < sp.c.valid_to))))
+        .where(cut.where(d), sa.or_(dc.deal_id.in_(moved), dc.stage.in_(v.OPEN_STAGES)))
     )
+    if unit_id is not None:
+        tree = closure(cut)
+        query = query.where(sp.c.unit_id.in_(sa.select(tree.c.descendant).where(tree.c.ancestor == unit_id)))
+    return query.cte("funnel_deals")
+
+
+def _micros_between(start: Any, end: Any, dialect: str) -> sa.ColumnElement[int]:
+    """``end − start`` in whole microseconds, computed by the database, exactly."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.extract("epoch", end - start) * 1_000_000, sa.BigInteger)
+    # SQLite keeps times as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): whole seconds, then the microseconds.
+    seconds = sa.cast(sa.func.strftime("%s", end), sa.Integer) - sa.cast(sa.func.strftime("%s", start), sa.Integer)
+    micros = sa.cast(sa.func.substr(end, 21, 6), sa.Integer) - sa.cast(sa.func.substr(start, 21, 6), sa.Integer)
+    return seconds * 1_000_000 + micros
+
+
+def _names(group_by: str | None, org: Organisation) -> Callable[[str], str]:
+    if group_by == "unit":
+        return lambda key: (org.tree.name(UUID(key)) or key) if key else ""
+    if group_by == "member":
+        return lambda key: (org.member_name(UUID(key)) or key) if key else ""
+    return lambda key: key
+
+
+@dataclass
+class _Tallies:
+    """What one group counted."""
+
+    entered: dict[str, int] = field(default_factory=dict)
+    reached: list[tuple[int, int]] = field(default_factory=list)  # per rung k: (reached k in span, then k+1)
+    stays: dict[str, tuple[int, int]] = field(default_factory=dict)  # per open stage: (ended in span, micros)
+    won: list[tuple[str, int, Decimal]] = field(default_factory=list)  # (currency, cents, days from opening)
+    lost: int = 0
+    stalled: list[StalledDeal] = field(default_factory=list)
+
+    def funnel_group(self, key: str, name: str) -> FunnelGroup:
+        reached = self.reached or [(0, 0)] * (len(LADDER) - 1)
+        conversion = [StageConversion(LADDER[k], LADDER[k + 1], n, m, rate(m, n)) for k, (n, m) in enumerate(reached)]
+        amounts: dict[str, int] = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
+        for currency, cents, _days in self.won:
+            amounts[currency] += cents
+            counts[currency] += 1
+        won = len(self.won)
+        return FunnelGroup(
+            key=key, name=name, entered={stage: self.entered.get(stage, 0) for stage in (*LADDER, "lost")},
+            conversion=conversion, won=won, lost=self.lost, win_rate=rate(won, won + self.lost),
+            won_amount={c: (Decimal(amounts[c]) / 100).quantize(_TWO) for c in sorted(amounts)},
+            average_order_value={c: (Decimal(amounts[c]) / 100 / counts[c]).quantize(_TWO) for c in sorted(amounts)},
+            average_sales_cycle_days=_mean([days for _c, _a, days in self.won]),
+            average_days_in_stage={
+                stage: (Decimal(self.stays[stage][1]) / 1_000_000 / _DAY_SECONDS / self.stays[stage][0]).quantize(_TWO)
+                if stage in self.stays else None
+                for stage in v.OPEN_STAGES},
+            stalled=sorted(self.stalled, key=lambda sd: (sd.stage_entered_at, sd.deal_id)),
+        )
