@@ -31,6 +31,14 @@ def _worker(database_url: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _stderr(worker: subprocess.Popen[bytes]) -> str:
+    """What the worker said, once it has stopped (reading a live process's pipe would wait for ever)."""
+    if worker.poll() is None:
+        worker.kill()
+    _, err = worker.communicate(timeout=30)
+    return err.decode(errors="replace")
+
+
 def _positions(engine: ProjectionEngine) -> dict[str, int]:
     return {s.name: s.position for s in engine.status()}
 
@@ -56,7 +64,7 @@ def test_killing_the_worker_mid_batch_loses_and_doubles_nothing(app: SalesPlanni
             deadline = time.monotonic() + 60
             while _positions(engine) == before and time.monotonic() < deadline and worker.poll() is None:
                 time.sleep(0.02)
-            assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+            assert worker.poll() is None, _stderr(worker)
             time.sleep(rnd.uniform(0.01, 0.15))
         finally:
             worker.send_signal(signal.SIGKILL)
@@ -65,7 +73,7 @@ def test_killing_the_worker_mid_batch_loses_and_doubles_nothing(app: SalesPlanni
         generate_history(app, seed=100 + round_, commands=40)  # new events keep arriving between crashes
     worker = _worker(database_url)
     try:
-        assert engine.wait_for(engine.head(), timeout=120), worker.stderr.read().decode() if worker.stderr else ""
+        assert engine.wait_for(engine.head(), timeout=120), _stderr(worker)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
