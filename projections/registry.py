@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from projections.engine import Projection
 from projections.folds.audit import AuditProjection
+from projections.folds.catalogue import CatalogueProjection
 from projections.folds.clock import LogClock
 from projections.folds.pipeline import PipelineProjection
 from projections.folds.progress import ProgressProjection
@@ -19,4 +20,5 @@ def all_projections() -> list[Projection]:
         PipelineProjection(),
         AuditProjection(), PlanVersionsProjection(),
         RevisionReasonsProjection(),
+        CatalogueProjection(),
     ]
