@@ -14,15 +14,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
-from api import errors
+from api import errors, openapi
 from api.auth import AuthMiddleware, Message, Receive, Scope, Send
 from api.deps import CountingPlanning, Services
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import (
     analytics,
     catalogue,
+    collections,
     deals,
     events,
     health,
@@ -34,7 +34,6 @@ from api.routes import (
     retrospective,
     tasks,
 )
-from api.schemas import Problem
 from api.settings import Settings
 from api.tokens import ensure_table
 from domain.persistence import open_database
@@ -143,10 +142,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "of its events; pass the position as `wait_for_position` to read your own writes. Changes "
                     "need `If-Match`; every POST takes an `Idempotency-Key`. Errors are RFC 9457 problems.",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
-    # pipeline before tasks: GET /tasks/summary must not be taken for a task id.
-    for router in (organisation.router, catalogue.router, plans.router, pipeline.router, tasks.router, deals.router,
-                   reads.router, history.router, retrospective.router, analytics.router, events.router, health.router):
+    # pipeline before tasks: GET /tasks/summary must not be taken for a task id; collections before organisation:
+    # GET /units/tree must not be taken for a unit id.
+    for router in (collections.router, organisation.router, catalogue.router, plans.router, pipeline.router,
+                   tasks.router, deals.router, reads.router, history.router, retrospective.router, analytics.router,
+                   events.router, health.router):
         app.include_router(router)
     errors.install(app)
     # Outermost first: metrics see every answer, oversize bodies never reach authentication.
@@ -154,14 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    def openapi() -> dict[str, Any]:
+    def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                 description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
-                ref_template="#/components/schemas/{model}")
-            app.openapi_schema = schema
+            app.openapi_schema = openapi.build(app)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]
     return app

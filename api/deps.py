@@ -251,9 +251,11 @@ class ChangeCommand(_Command):
         if self.if_match is None:
             raise ApiProblem(428, "precondition.if_match_required",
                              'send If-Match with the ETag you read (e.g. "3"): changes need it', parameter="If-Match")
-        match = _ETAG.match(self.if_match.strip())
-        # An ETag this API never issued can match no version: the domain then answers 412 with the current one.
-        expected = int(match.group(1)) if match else -1
+        expected: int | None = None  # If-Match: * matches any version of an entity that exists
+        if self.if_match.strip() != "*":
+            match = _ETAG.match(self.if_match.strip())
+            # An ETag this API never issued can match no version: the domain then answers 412 with the current one.
+            expected = int(match.group(1)) if match else -1
         return self._call(call, body, location, args, {**kwargs, "expected_version": expected})
 
 

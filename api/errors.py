@@ -2,11 +2,15 @@
 
     domain ValidationError           422  the input is malformed
     domain RuleViolation             422  well formed, but a business rule refuses it
-                                          (except ``concurrency.conflict``, a lost race: 409)
+                                          (except a lost race — ``concurrency.conflict`` or an id
+                                          already taken (``*.id_taken``) — which is 409, whatever the timing)
     domain NotFound                  404  (also: another rep's deal or task)
-    domain VersionConflict           412  with If-Match (409 without); the body names the current version
+    domain VersionConflict           412  when If-Match named a version (the precondition failed, whether the
+                                          other writer came before the read or during the write);
+                                          409 with ``If-Match: *`` (a lost race); the body names the current version
     StoreUnavailable, DB errors      503  with Retry-After
     request validation               422  one item per error, each with a JSON pointer (body) or parameter name
+                                     415  when it is the body that failed and it was not sent as JSON
     ApiProblem                       its own status, raised by the API layer: 401 (token), 403 (role),
                                           404 (plan version), 413 (body), 422 (query), 428 (If-Match), 503 (lag)
     anything else                    500  logged; never for bad input
@@ -42,7 +46,8 @@ PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 HEADER_FIELDS: Final = frozenset({"Idempotency-Key", "If-Match"})
 TITLES: Final = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 412: "Precondition failed", 413: "Request too large", 422: "Unprocessable request",
+    409: "Conflict", 412: "Precondition failed", 413: "Request too large", 415: "Unsupported media type",
+    422: "Unprocessable request",
     428: "Precondition required", 500: "Internal error", 503: "Service unavailable",
 }
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -106,19 +111,21 @@ def field_location(field: str | None) -> dict[str, str | None]:
     return {"pointer": "/" + field.lstrip("/"), "parameter": None}
 
 
-def domain_status(error: DomainError, if_match_sent: bool) -> int:
+def domain_status(error: DomainError, version_named: bool) -> int:
+    """``version_named``: the request's If-Match named a version (not ``*``, not absent)."""
     if isinstance(error, VersionConflict):
-        return 412 if if_match_sent else 409
+        return 412 if version_named else 409
     if isinstance(error, NotFound):
         return 404
-    if isinstance(error, RuleViolation) and error.rule == "concurrency.conflict":
-        return 409
+    if isinstance(error, RuleViolation) and (error.rule == "concurrency.conflict" or error.rule.endswith(".id_taken")):
+        return 409  # someone else got there first: the same answer whether they committed before or during
     return 422  # ValidationError and RuleViolation: the request cannot be processed as it is
 
 
 def _domain_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, DomainError)
-    status = domain_status(error, "if-match" in request.headers)
+    if_match = request.headers.get("if-match")
+    status = domain_status(error, if_match is not None and if_match.strip() != "*")
     extensions = dict(error.details)
     headers = {}
     if isinstance(error, VersionConflict):
@@ -180,8 +187,26 @@ def validation_items(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return items
 
 
+_JSON_MEDIA_TYPE: Final = re.compile(r"^application/([\w.+-]+\+)?json$")
+
+
+def _not_json_body(request: Request) -> str | None:
+    """The media type of a body sent as something other than JSON (None: JSON, or no body at all)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return None  # FastAPI reads an unlabelled body as JSON
+    media_type = content_type.split(";")[0].strip().lower()
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    return None if _JSON_MEDIA_TYPE.match(media_type) or not has_body else media_type
+
+
 def _request_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    media_type = _not_json_body(request)
+    if media_type is not None and any(tuple(e.get("loc", ("body",)))[:1] == ("body",) for e in error.errors()):
+        return problem_response(415, "request.unsupported_media_type",
+                                f"the body must be JSON (Content-Type: application/json), not {media_type}",
+                                instance=request.url.path, parameter="Content-Type")
     items = validation_items(error.errors())
     first = items[0] if items else {"rule": "input.invalid", "detail": "the request is invalid"}
     detail = "; ".join(i["detail"] for i in items[:5]) + (f" (and {len(items) - 5} more)" if len(items) > 5 else "")

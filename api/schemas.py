@@ -11,9 +11,11 @@ sure that what reaches it is well formed.
 from __future__ import annotations
 
 import re
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Final, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin, get_type_hints
 from uuid import UUID
 
 from pydantic import (
@@ -24,6 +26,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    create_model,
 )
 from pydantic_core import PydanticCustomError
 
@@ -434,6 +437,12 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Paged(Out):
+    """A page of a list: every list pages the same way (``limit``, ``cursor`` → ``next_cursor``)."""
+
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page, unchanged (null: the last page)")
+
+
 def _absent(value: Any) -> bool:
     return value is None
 
@@ -592,22 +601,16 @@ class ProjectionsOut(Out):
     projections: list[ProjectionStatusOut]
 
 
-class EventOut(Out):
-    position: int
-    type: str = Field(description="The event's class, e.g. Deal.Won")
+class EventEnvelopeOut(Out):
+    """What every event in the change feed carries; ``type`` says which ``data`` follows."""
+
+    position: int = Field(description="The event's log position")
     entity: str
     entity_id: UUID
-    version: int
+    version: int = Field(description="The entity's version after this event")
     actor: str
     effective_at: datetime
     recorded_at: datetime
-    data: dict[str, Any]
-
-
-class EventsOut(Out):
-    events: list[EventOut]
-    next_after: int = Field(description="Pass as `after` to read the next page")
-    head: int
 
 
 class HealthOut(Out):
@@ -647,6 +650,17 @@ class Problem(BaseModel):
 # --- audit, plan versions, pipeline and tasks ------------------------------------------------------
 
 
+AuditValue = str | int | bool | list[Any] | dict[str, Any] | None
+"""A field's value as the event recorded it: decimals, ids, dates and times as strings."""
+
+
+class AuditChangeOut(Out):
+    """One field of one change: its value before (null: it did not exist or the event does not say) and after."""
+
+    before: AuditValue
+    after: AuditValue
+
+
 class AuditRowOut(Out):
     position: int
     seq: int
@@ -658,14 +672,13 @@ class AuditRowOut(Out):
     plan_id: UUID | None
     event_type: str
     summary: str
-    changes: dict[str, dict[str, Any]] = Field(description='field → {"before": …, "after": …}')
+    changes: dict[str, AuditChangeOut] = Field(description="What the change did, by field")
     reason: str
 
 
-class AuditOut(Out):
+class AuditOut(Paged):
     position: int = Field(description="The log position the audit history has reached")
     rows: list[AuditRowOut]
-    next_cursor: str | None = Field(description="Pass as `after` for the next page (null: the last page)")
 
 
 class VersionTargetOut(Out):
@@ -754,11 +767,10 @@ class PipelineDealOut(Out):
     stages: list[StageStayOut]
 
 
-class PipelineOut(Out):
+class PipelineOut(Paged):
     position: int
     at: datetime
     deals: list[PipelineDealOut]
-    next_after: UUID | None = Field(description="Pass as `after` for the next page (null: the last page)")
 
 
 class StageSummaryRowOut(Out):
@@ -791,11 +803,10 @@ class TaskViewOut(Out):
     position: int
 
 
-class TasksOut(Out):
+class TasksOut(Paged):
     position: int
     at: datetime
     tasks: list[TaskViewOut]
-    truncated: bool = Field(description="More tasks match than `limit`: narrow the filters")
 
 
 class MemberTaskSummaryOut(Out):
@@ -875,7 +886,7 @@ class AlertRunOut(Out):
     open: int
 
 
-class AlertsOut(Out):
+class AlertsOut(Paged):
     position: int = Field(description="The log position of the last evaluation (0: never evaluated)")
     last_run: AlertRunOut | None
     alerts: list[AlertOut]
@@ -920,7 +931,7 @@ class WebhookOut(Out):
     active: bool
 
 
-class WebhooksOut(Out):
+class WebhooksOut(Paged):
     webhooks: list[WebhookOut]
 
 
@@ -938,6 +949,230 @@ class DeliveryOut(Out):
     last_error: str | None
 
 
-class DeliveriesOut(Out):
+class DeliveriesOut(Paged):
     deliveries: list[DeliveryOut]
 
+
+# --- collections: what pickers, tables and trees list ------------------------------------------
+
+
+class UnitRowOut(Out):
+    unit_id: UUID
+    name: str
+    parent_id: UUID | None
+    parent_name: str | None
+    active: bool
+    changed_at: datetime = Field(description="Effective time of the unit's latest change at the cut")
+
+
+class UnitsOut(Paged):
+    position: int = Field(description="The log position this page was read at")
+    rows: list[UnitRowOut]
+
+
+class MemberRefOut(Out):
+    member_id: UUID
+    name: str
+    role: str
+    active: bool
+
+
+class UnitNodeOut(Out):
+    unit_id: UUID
+    name: str
+    active: bool
+    members: list[MemberRefOut] = Field(description="Only with members=true")
+    children: list[UnitNodeOut]
+
+
+class UnitTreeOut(Out):
+    position: int
+    roots: list[UnitNodeOut]
+
+
+class MemberRowOut(Out):
+    member_id: UUID
+    name: str
+    role: str
+    unit_id: UUID
+    unit_name: str | None
+    active: bool
+    changed_at: datetime
+
+
+class MembersOut(Paged):
+    position: int
+    rows: list[MemberRowOut]
+
+
+class ProductRowOut(Out):
+    product_id: UUID
+    name: str
+    product_line: str
+    list_price: DecimalOut
+    currency: str
+    changed_at: datetime
+
+
+class ProductsOut(Paged):
+    position: int
+    rows: list[ProductRowOut]
+
+
+class AccountRowOut(Out):
+    account_id: UUID
+    name: str
+    segment: str
+    region: str
+    changed_at: datetime
+
+
+class AccountsOut(Paged):
+    position: int
+    rows: list[AccountRowOut]
+
+
+class PlanRowOut(Out):
+    plan_id: UUID
+    name: str
+    span: str
+    currency: str
+    unit_id: UUID
+    unit_name: str | None
+    status: str
+    published_version: int = Field(description="The latest published version (0: never published)")
+    changed_at: datetime
+
+
+class PlansOut(Paged):
+    position: int
+    rows: list[PlanRowOut]
+
+
+class PublishedValueOut(Out):
+    version: int
+    committed: DecimalOut
+    stretch: DecimalOut | None
+
+
+class TargetNodeOut(Out):
+    target_id: UUID
+    parent_id: UUID | None
+    depth: int = Field(description="0 for a top target; children come right after their parent")
+    metric: str
+    period: str
+    period_start: date
+    period_end: date = Field(description="Exclusive")
+    unit_id: UUID | None
+    unit_name: str | None
+    member_id: UUID | None
+    member_name: str | None
+    product_line: str | None
+    region: str | None
+    segment: str | None
+    committed: DecimalOut = Field(description="At the cut (unpublished changes included)")
+    stretch: DecimalOut | None
+    removed: bool
+    changed_at: datetime
+    versions: list[PublishedValueOut] = Field(description="Its values in each published version it was part of")
+
+
+class PlanTargetsOut(Paged):
+    position: int
+    plan_id: UUID
+    plan_name: str
+    currency: str
+    published_versions: list[int]
+    rows: list[TargetNodeOut] = Field(description="In tree order: every parent before its children")
+
+
+class ActivityRowOut(Out):
+    activity_id: UUID
+    kind: str
+    member_id: UUID
+    member_name: str | None
+    unit_id: UUID | None = Field(description="The unit the member was in when it happened")
+    unit_name: str | None
+    deal_id: UUID | None
+    deal_name: str | None
+    account_id: UUID | None
+    account_name: str | None
+    effective_at: datetime
+    recorded_at: datetime
+    position: int
+
+
+class ActivitiesOut(Paged):
+    position: int
+    rows: list[ActivityRowOut]
+
+
+# --- the change feed: one schema per event type, derived from the event classes ------------------
+
+_ENVELOPE_FIELDS: Final = frozenset({"originator_id", "originator_version", "timestamp", "actor", "effective_at",
+                                     "originator_topic"})
+
+
+def event_classes() -> dict[str, type[Any]]:
+    """Every event type the aggregates declare, by its feed name (``Deal.Won``).
+
+    The library gives each aggregate a base ``Event`` and a default ``Created`` it never
+    uses when the aggregate declares its own creation event: neither is ever stored.
+    """
+    from domain.aggregate import SalesAggregate
+    from domain.application import ENTITY_NAMES
+
+    found: dict[str, type[Any]] = {}
+    for aggregate in ENTITY_NAMES:
+        nested = [c for c in vars(aggregate).values() if isinstance(c, type) and issubclass(c, SalesAggregate.Event)]
+        creators = [c for c in nested if issubclass(c, SalesAggregate.Created)]
+        for cls in nested:
+            if cls.__name__ == "Event" or (cls.__name__ == "Created" and len(creators) > 1):
+                continue
+            found[cls.__qualname__] = cls
+    return dict(sorted(found.items()))
+
+
+def _wire_type(annotation: Any) -> Any:
+    """An event field's type as the feed carries it (decimals as strings)."""
+    origin = get_origin(annotation)
+    if origin in (UnionType, Union):
+        return Union[tuple(_wire_type(a) for a in get_args(annotation))]  # noqa: UP007 — built at run time
+    if origin is list:
+        (item,) = get_args(annotation) or (Any,)
+        return list[_wire_type(item)]  # type: ignore[misc]
+    if origin is dict:
+        return dict[str, Any]
+    if annotation is Decimal:
+        return DecimalOut
+    return annotation
+
+
+def _data_model(name: str, cls: type[Any]) -> type[Out]:
+    hints = get_type_hints(cls)
+    fields: dict[str, Any] = {
+        f.name: (_wire_type(hints[f.name]), ...) for f in dataclass_fields(cls) if f.name not in _ENVELOPE_FIELDS
+    }
+    model: type[Out] = create_model(f"{name.replace('.', '')}Data", __base__=Out,
+                                    __doc__=f"The data of a {name} event.", **fields)
+    return model
+
+
+def _event_model(name: str, cls: type[Any]) -> type[EventEnvelopeOut]:
+    model: type[EventEnvelopeOut] = create_model(
+        f"{name.replace('.', '')}Event", __base__=EventEnvelopeOut, __doc__=f"A {name} event in the change feed.",
+        type=(Literal[name], Field(description="The event's type: which data follows")),  # type: ignore[valid-type,arg-type]
+        data=(_data_model(name, cls), ...),
+    )
+    return model
+
+
+EVENT_MODELS: Final = {name: _event_model(name, cls) for name, cls in event_classes().items()}
+"""One response schema per event type; a new event class gets its own without anyone listing it."""
+
+EventOut = Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class EventsOut(Paged):
+    events: list[EventOut]  # type: ignore[valid-type]
+    head: int = Field(description="The log's head when this page was read")

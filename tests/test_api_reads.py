@@ -16,16 +16,18 @@ def test_the_change_feed_pages_through_the_log_in_order(api: Api) -> None:
     api.planning.win_deal(deal, actor="setup")
     head = api.head()
     seen = []
-    after = 0
+    cursor = None
     while True:
-        page = api.get("viewer", "/events", after=after, limit=4).json()
+        page = api.get("viewer", "/events", limit=4, **({"cursor": cursor} if cursor else {})).json()
         assert page["head"] == head
         seen += page["events"]
-        if not page["events"]:
-            assert page["next_after"] == after
+        cursor = page["next_cursor"]
+        if cursor is None:
             break
-        after = page["next_after"]
     assert [e["position"] for e in seen] == list(range(1, head + 1))
+    # A feed's checkpoint: the position of the last event it handled.
+    tail = api.get("viewer", "/events", after=head - 2).json()
+    assert [e["position"] for e in tail["events"]] == [head - 1, head] and tail["next_cursor"] is None
     opened = next(e for e in seen if e["type"] == "Deal.Opened")
     assert opened["entity"] == "deal" and opened["entity_id"] == str(deal) and opened["version"] == 1
     assert opened["actor"] == "setup"
@@ -74,16 +76,19 @@ def test_lists_of_deals_and_tasks_page_and_keep_reps_to_their_own(api: Api) -> N
     create_task(api, api.world.cy)
     head = api.head()
     first = api.get("manager", "/pipeline", limit=3, wait_for_position=head).json()
-    assert len(first["deals"]) == 3 and first["next_after"]
-    rest = api.get("manager", "/pipeline", limit=3, after=first["next_after"]).json()
+    assert len(first["deals"]) == 3 and first["next_cursor"]
+    rest = api.get("manager", "/pipeline", limit=3, cursor=first["next_cursor"]).json()
     assert {d["deal_id"] for d in first["deals"] + rest["deals"]} == {str(d) for d in deals}
-    assert rest["next_after"] is None
+    assert rest["next_cursor"] is None
     assert {d["owner_id"] for d in api.get("rep", "/pipeline").json()["deals"]} == {str(api.world.ann)}
     assert api.get("rep", "/pipeline", owner_id=str(api.world.bob)).status_code == 403
     ann_tasks = api.get("rep", "/tasks").json()
-    assert len(ann_tasks["tasks"]) == 2 and not ann_tasks["truncated"]
+    assert len(ann_tasks["tasks"]) == 2 and ann_tasks["next_cursor"] is None
     all_tasks = api.get("admin", "/tasks", limit=2).json()
-    assert len(all_tasks["tasks"]) == 2 and all_tasks["truncated"]
+    assert len(all_tasks["tasks"]) == 2 and all_tasks["next_cursor"]
+    last = api.get("admin", "/tasks", limit=2, cursor=all_tasks["next_cursor"]).json()
+    assert len(last["tasks"]) == 1 and last["next_cursor"] is None
+    assert len({t["task_id"] for t in all_tasks["tasks"] + last["tasks"]}) == 3
     east = api.get("manager", "/tasks/summary", unit_id=str(api.world.east)).json()["members"]
     assert [(m["name"], m["open"]) for m in east] == [("Ann", 2)]
     assert api.get("rep", "/tasks/summary", unit_id=str(api.world.west)).status_code == 403

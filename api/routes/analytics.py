@@ -15,6 +15,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Response
 
+from api import pagination
 from api import schemas as s
 from api.auth import Guard, forbidden
 from api.deps import (
@@ -30,6 +31,8 @@ from api.deps import (
     stamp,
 )
 from api.errors import PROBLEM_RESPONSES, ApiProblem
+from api.openapi import POSITIONED
+from api.pagination import CursorToken, parse_datetime, parse_uuid
 from domain.errors import NotFound
 from projections.folds.progress import LIVE as PROGRESS
 from projections.history import Cut
@@ -43,26 +46,31 @@ LEDGER_AND_PIPELINE: Final = ("progress", "pipeline")
 PROGRESS_ONLY: Final = ("progress",)
 REPORTS: Final = ("progress", "pipeline")
 MAX_SPAN: Final = timedelta(days=400)
-MAX_LIMIT: Final = 1000
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Limit = pagination.Limit
 Period = Annotated[s.ReportPeriod, Path(description="A day (2026-03-20) or an ISO week (2026-W12)")]
-ReportFormat = Annotated[Literal["json", "csv"], Query(alias="format", description="json (default) or csv")]
+ReportFormat = Annotated[Literal["json", "csv"], Query(
+    alias="format", deprecated=True, description="json (default) or csv; prefer the report's .csv path, which "
+                                                 "declares one media type")]
 
 CSV_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
-    200: {"description": "The report", "content": {"text/csv": {"schema": {"type": "string"}}}}}
+    200: {"description": "The report", "content": {"text/csv": {"schema": {"type": "string"}}}, **POSITIONED[200]}}
 SVG_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
-    200: {"description": "The chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}
+    200: {"description": "The chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}, **POSITIONED[200]}}
 
 
 class SvgResponse(Response):
     media_type = "image/svg+xml"
 
 
+class CsvResponse(Response):
+    media_type = "text/csv; charset=utf-8"
+
+
 # --- the funnel --------------------------------------------------------------------------------
 
 
-@router.get("/analytics/funnel")
+@router.get("/analytics/funnel", responses=POSITIONED)
 def get_funnel(
     services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep,
     span_start: Annotated[s.Instant, Query(description="The span's start (inclusive)")],
@@ -86,9 +94,9 @@ def get_funnel(
 # --- alerts ------------------------------------------------------------------------------------
 
 
-def _alerts_out(conn: sa.Connection, found: list[alerts.Alert]) -> s.AlertsOut:
+def _alerts_out(conn: sa.Connection, found: list[alerts.Alert], next_cursor: str | None = None) -> s.AlertsOut:
     run = alerts.last_run(conn)
-    return s.AlertsOut(position=run.position if run else 0,
+    return s.AlertsOut(position=run.position if run else 0, next_cursor=next_cursor,
                        last_run=None if run is None else s.AlertRunOut.model_validate(run, from_attributes=True),
                        alerts=[s.AlertOut.model_validate(a, from_attributes=True) for a in found])
 
@@ -100,25 +108,30 @@ def _visible_alert(guard: Guard, alert: alerts.Alert) -> None:
         raise forbidden("auth.outside_your_units", "this alert is outside the units you manage")
 
 
-@router.get("/alerts")
+@router.get("/alerts", responses=POSITIONED)
 def list_alerts(
     services: ServicesDep, guard: GuardDep, response: Response, owner_id: UUID | None = None,
-    unit_id: UUID | None = None, kind: s.AlertKind | None = None, open_only: bool = True, limit: Limit = 100,
-    wait_for_position: WaitForPosition = None,
+    unit_id: UUID | None = None, kind: s.AlertKind | None = None, open_only: bool = True,
+    limit: Limit = pagination.DEFAULT_LIMIT, cursor: CursorToken = None, wait_for_position: WaitForPosition = None,
 ) -> s.AlertsOut:
     """Alerts, newest first (a rep: their own; a manager: their units'); open ones unless open_only=false."""
     owner_id = guard.own_member(owner_id, "owner_id")
     if guard.role == "manager":
         unit_id = guard.scoped_unit(unit_id)
+    filters = {"owner_id": owner_id, "unit_id": unit_id, "kind": kind, "open_only": open_only}
+    start = pagination.decode(cursor, "alerts", filters, (parse_datetime, parse_uuid))
     services.wait_for(wait_for_position, alerts.READS)
     with services.database.engine.connect() as conn:
-        out = _alerts_out(conn, alerts.list_alerts(conn, owner_id=owner_id, unit_id=unit_id, kind=kind,
-                                                   open_only=open_only, limit=limit))
+        found = pagination.page(
+            alerts.list_alerts(conn, owner_id=owner_id, unit_id=unit_id, kind=kind, open_only=open_only,
+                               limit=limit + 1, after=None if start is None else (start.key[0], start.key[1])),
+            limit, "alerts", filters, lambda alert: (alert.raised_at, alert.id))
+        out = _alerts_out(conn, found.rows, found.next_cursor)
     stamp(response, out.position)
     return out
 
 
-@router.post("/alerts/evaluate")
+@router.post("/alerts/evaluate", responses=POSITIONED)
 def evaluate_alerts(services: ServicesDep, guard: GuardDep, response: Response,
                     wait_for_position: WaitForPosition = None) -> s.AlertsOut:
     """Evaluate now (as the worker does periodically): raise, refresh and resolve alerts; answer the open ones."""
@@ -131,7 +144,7 @@ def evaluate_alerts(services: ServicesDep, guard: GuardDep, response: Response,
     return out
 
 
-@router.get("/alerts/preview")
+@router.get("/alerts/preview", responses=POSITIONED)
 def preview_alerts(services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
                    ) -> s.AlertPreviewOut:
     """What an evaluation would find at a cut, storing nothing (a manager: their units' alerts)."""
@@ -179,12 +192,16 @@ def add_webhook(body: s.AddWebhook, services: ServicesDep, guard: GuardDep) -> s
 
 
 @router.get("/alert-webhooks")
-def list_webhooks(services: ServicesDep, guard: GuardDep) -> s.WebhooksOut:
-    """The endpoints (their secrets are never read back)."""
+def list_webhooks(services: ServicesDep, guard: GuardDep, limit: Limit = pagination.DEFAULT_LIMIT,
+                  cursor: CursorToken = None) -> s.WebhooksOut:
+    """The endpoints, by URL (their secrets are never read back)."""
     guard.admin()
+    start = pagination.decode(cursor, "webhooks", {}, (pagination.parse_str, parse_uuid))
     with services.database.engine.connect() as conn:
-        found = webhooks.list_webhooks(conn)
-    return s.WebhooksOut(webhooks=[s.WebhookOut.model_validate(w, from_attributes=True) for w in found])
+        found = [w for w in webhooks.list_webhooks(conn) if start is None or (w.url, w.id) > start.key]
+    page = pagination.page(found[:limit + 1], limit, "webhooks", {}, lambda w: (w.url, w.id))
+    return s.WebhooksOut(next_cursor=page.next_cursor,
+                         webhooks=[s.WebhookOut.model_validate(w, from_attributes=True) for w in page.rows])
 
 
 @router.patch("/alert-webhooks/{webhook_id}")
@@ -197,12 +214,17 @@ def change_webhook(webhook_id: UUID, body: s.ChangeWebhook, services: ServicesDe
 
 @router.get("/alert-deliveries")
 def list_deliveries(services: ServicesDep, guard: GuardDep, pending_only: bool = False, alert_id: UUID | None = None,
-                    limit: Limit = 100) -> s.DeliveriesOut:
+                    limit: Limit = pagination.DEFAULT_LIMIT, cursor: CursorToken = None) -> s.DeliveriesOut:
     """The webhook outbox, oldest first: what was sent, what waits for a retry and why it failed."""
     guard.admin()
+    filters = {"pending_only": pending_only, "alert_id": alert_id}
+    start = pagination.decode(cursor, "deliveries", filters, (parse_datetime, parse_uuid))
     with services.database.engine.connect() as conn:
-        found = webhooks.list_deliveries(conn, pending_only=pending_only, alert_id=alert_id, limit=limit)
-    return s.DeliveriesOut(deliveries=[s.DeliveryOut.model_validate(d, from_attributes=True) for d in found])
+        found = webhooks.list_deliveries(conn, pending_only=pending_only, alert_id=alert_id, limit=limit + 1,
+                                         after=None if start is None else (start.key[0], start.key[1]))
+    page = pagination.page(found, limit, "deliveries", filters, lambda d: (d.created_at, d.id))
+    return s.DeliveriesOut(next_cursor=page.next_cursor,
+                           deliveries=[s.DeliveryOut.model_validate(d, from_attributes=True) for d in page.rows])
 
 
 # --- reports and burn-up -----------------------------------------------------------------------
@@ -210,10 +232,24 @@ def list_deliveries(services: ServicesDep, guard: GuardDep, pending_only: bool =
 
 def _report_response(report: Report, response: Response, format: str) -> Any:
     if format == "csv":
-        return Response(report_csv(report), media_type="text/csv; charset=utf-8",
-                        headers={POSITION_HEADER: str(report.position)})
+        return CsvResponse(report_csv(report), headers={POSITION_HEADER: str(report.position)})
     stamp(response, report.position)
     return report
+
+
+# The .csv paths come first: their last segment would otherwise be taken for a period (and refused).
+@router.get("/reports/members/{member_id}/{period}.csv", response_class=CsvResponse, responses=CSV_RESPONSE)
+def get_member_report_csv(member_id: UUID, period: Period, services: ServicesDep, guard: GuardDep,
+                          cut_query: CutDep) -> Any:
+    """The member's report as CSV: one row per figure, then the targets."""
+    return get_member_report(member_id, period, services, guard, Response(), cut_query, "csv")
+
+
+@router.get("/reports/units/{unit_id}/{period}.csv", response_class=CsvResponse, responses=CSV_RESPONSE)
+def get_unit_report_csv(unit_id: UUID, period: Period, services: ServicesDep, guard: GuardDep,
+                        cut_query: CutDep) -> Any:
+    """The unit's report as CSV: one row per figure, then the targets."""
+    return get_unit_report(unit_id, period, services, guard, Response(), cut_query, "csv")
 
 
 @router.get("/reports/members/{member_id}/{period}", response_model=Report, responses=CSV_RESPONSE)
@@ -250,7 +286,7 @@ def _burnup(target_id: UUID, services: Services, guard: Guard, cut_query: CutQue
                       config=services.measure_config())
 
 
-@router.get("/targets/{target_id}/burnup")
+@router.get("/targets/{target_id}/burnup", responses=POSITIONED)
 def get_burnup(target_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep
                ) -> Burnup:
     """A target's committed value, expected to date, actual and forecast, day by day up to the cut."""

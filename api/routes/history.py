@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
+from api import pagination
 from api import schemas as s
-from api.deps import CutDep, CutQuery, GuardDep, KnownAt, KnownAtPosition, ServicesDep, WaitForPosition, reading
+from api.deps import CutDep, CutQuery, GuardDep, KnownAt, KnownAtPosition, ServicesDep, WaitForPosition, reading, stamp
 from api.errors import PROBLEM_RESPONSES, ApiProblem
+from api.openapi import POSITIONED
+from api.pagination import CursorToken, Limit, parse_int
 from domain.plan import Plan
-from projections.queries.audit import MAX_LIMIT, audit_history
+from projections.queries.audit import audit_history
 from projections.queries.versions import (
     ActualsComparison,
     VersionComparison,
@@ -23,7 +26,7 @@ from projections.queries.versions import (
     version_tree,
 )
 
-router = APIRouter(tags=["history"], responses=PROBLEM_RESPONSES)
+router = APIRouter(tags=["history"], responses={**PROBLEM_RESPONSES, **POSITIONED})
 
 AUDIT: Final = ("audit",)
 VERSIONS: Final = ("plan_version",)
@@ -38,31 +41,42 @@ def _not_found(error: VersionNotFound) -> ApiProblem:
 
 
 @router.get("/audit")
-def get_audit(
-    services: ServicesDep, guard: GuardDep,
+def list_audit_changes(
+    services: ServicesDep, guard: GuardDep, response: Response,
     entity: AuditEntity | None = None, entity_id: UUID | None = None,
     actor: Annotated[s.Name | None, Query()] = None, plan_id: UUID | None = None,
     recorded_from: Annotated[s.Instant | None, Query()] = None, recorded_to: Annotated[s.Instant | None, Query()] = None,
     effective_from: Annotated[s.Instant | None, Query()] = None,
     effective_to: Annotated[s.Instant | None, Query()] = None,
-    after: Annotated[str | None, Query(pattern=r"^\d{1,18}\.\d{1,9}$", description="`next_cursor` of the page before")
-                     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    limit: Limit = pagination.DEFAULT_LIMIT, cursor: CursorToken = None,
     wait_for_position: WaitForPosition = None,
 ) -> s.AuditOut:
     """Who changed what, when and why: every change, filtered, in log order; time ranges are [from, to)."""
     guard.auditor()
-    with reading(services, AUDIT, CutQuery(wait_for_position=wait_for_position)) as (conn, cut):
-        page = audit_history(conn, entity=entity, entity_id=entity_id, actor=actor, plan_id=plan_id,
-                             recorded_from=recorded_from, recorded_to=recorded_to, effective_from=effective_from,
-                             effective_to=effective_to, after=after, limit=limit)
+    filters = {"entity": entity, "entity_id": entity_id, "actor": actor, "plan_id": plan_id,
+               "recorded_from": recorded_from, "recorded_to": recorded_to, "effective_from": effective_from,
+               "effective_to": effective_to}
+
+    def fetch(conn: Any, cut: Any, after: tuple[Any, ...] | None) -> list[Any]:
+        # Rows are only appended at higher positions: a page never changes, whatever the position.
+        found = audit_history(conn, entity=entity, entity_id=entity_id, actor=actor, plan_id=plan_id,
+                              recorded_from=recorded_from, recorded_to=recorded_to, effective_from=effective_from,
+                              effective_to=effective_to, after=None if after is None else (after[0], after[1]),
+                              limit=limit)
+        more = [] if found.next_cursor is None else [None]  # the query says whether another page follows
+        return [*found.rows, *more]
+
+    page, cut = pagination.read_page(services, AUDIT, CutQuery(wait_for_position=wait_for_position),
+                                     listing="audit", filters=filters, token=cursor, parsers=(parse_int, parse_int),
+                                     limit=limit, fetch=fetch, key=lambda row: (row.position, row.seq))
+    stamp(response, cut.position)
     return s.AuditOut(position=cut.position, next_cursor=page.next_cursor,
                       rows=[s.AuditRowOut.model_validate(r, from_attributes=True) for r in page.rows])
 
 
 @router.get("/plans/{plan_id}/versions")
 def get_plan_versions(
-    plan_id: UUID, services: ServicesDep, guard: GuardDep, known_at: KnownAt = None,
+    plan_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, known_at: KnownAt = None,
     known_at_position: KnownAtPosition = None, wait_for_position: WaitForPosition = None,
 ) -> s.PlanVersionsOut:
     """The plan's published versions, oldest first (as known at a time or position, if given)."""
@@ -70,6 +84,7 @@ def get_plan_versions(
     query = CutQuery(known_at=known_at, known_at_position=known_at_position, wait_for_position=wait_for_position)
     with reading(services, VERSIONS, query) as (conn, cut):
         versions = list_versions(conn, plan_id, position=cut.position)
+    stamp(response, cut.position)
     return s.PlanVersionsOut(position=cut.position,
                              versions=[s.PlanVersionOut.model_validate(v, from_attributes=True) for v in versions])
 
@@ -77,7 +92,7 @@ def get_plan_versions(
 @router.get("/plans/{plan_id}/versions/{version}")
 def get_plan_version(
     plan_id: UUID, version: Annotated[int, Path(ge=1, le=1_000_000)], services: ServicesDep, guard: GuardDep,
-    wait_for_position: WaitForPosition = None,
+    response: Response, wait_for_position: WaitForPosition = None,
 ) -> s.VersionTreeOut:
     """The target tree frozen when this version was published."""
     guard.planning.get(Plan, plan_id)
@@ -86,6 +101,7 @@ def get_plan_version(
             tree = version_tree(conn, plan_id, version, position=cut.position)
         except VersionNotFound as error:
             raise _not_found(error) from None
+    stamp(response, cut.position)
     return s.VersionTreeOut(position=cut.position,
                             version=s.PlanVersionOut.model_validate(tree.version, from_attributes=True),
                             targets=[s.VersionTargetOut.model_validate(t, from_attributes=True) for t in tree.targets])
@@ -93,8 +109,8 @@ def get_plan_version(
 
 @router.get("/plans/{plan_id}/comparison")
 def compare_plan_versions(
-    plan_id: UUID, services: ServicesDep, guard: GuardDep, from_version: Version, to_version: Version,
-    wait_for_position: WaitForPosition = None,
+    plan_id: UUID, services: ServicesDep, guard: GuardDep, response: Response, from_version: Version,
+    to_version: Version, wait_for_position: WaitForPosition = None,
 ) -> VersionComparison:
     """What changed from one version to another (0: the empty plan), the reasons, and the totals per period."""
     guard.planning.get(Plan, plan_id)
@@ -104,13 +120,14 @@ def compare_plan_versions(
             comparison = compare_versions(conn, plan_id, from_version, to_version, position=cut.position)
         except VersionNotFound as error:
             raise _not_found(error) from None
+    stamp(response, cut.position)
     return comparison
 
 
 @router.get("/plans/{plan_id}/versions/{version}/actuals")
 def compare_plan_version_with_actuals(
     plan_id: UUID, version: Annotated[int, Path(ge=1, le=1_000_000)], services: ServicesDep, guard: GuardDep,
-    cut_query: CutDep,
+    response: Response, cut_query: CutDep,
 ) -> ActualsComparison:
     """The retrospective: each target of a version beside what actually happened, at a cut."""
     guard.planning.get(Plan, plan_id)
@@ -120,4 +137,5 @@ def compare_plan_version_with_actuals(
                                           config=services.measure_config())
         except VersionNotFound as error:
             raise _not_found(error) from None
+    stamp(response, result.position)
     return result

@@ -353,10 +353,12 @@ def last_run(conn: Connection) -> AlertRun | None:
 def list_alerts(
     conn: Connection, *, owner_id: UUID | None = None, unit_id: UUID | None = None, kind: str | None = None,
     subject_id: UUID | None = None, open_only: bool = True, open_at: datetime | None = None, limit: int = 100,
+    after: tuple[datetime, UUID] | None = None,
 ) -> list[Alert]:
-    """Alerts, newest first: open ones (default), all, or those open at ``open_at`` as the runs recorded it.
+    """Alerts, newest first (then by id): open ones (default), all, or those open at ``open_at`` as the runs recorded it.
 
-    ``owner_id``: alerts that member owns; ``unit_id``: alerts of that unit and the units below it.
+    ``owner_id``: alerts that member owns; ``unit_id``: alerts of that unit and the units below it;
+    ``after``: the (raised_at, id) of the last alert of the page before.
     """
     if limit < 1:
         raise ValidationError("query.limit", "limit must be at least 1", "limit")
@@ -377,6 +379,8 @@ def list_alerts(
         query = query.where(a.raised_at <= open_at, sa.or_(a.resolved_at.is_(None), a.resolved_at > open_at))
     elif open_only:
         query = query.where(a.resolved_at.is_(None))
+    if after is not None:
+        query = query.where(sa.or_(a.raised_at < after[0], sa.and_(a.raised_at == after[0], a.id > after[1])))
     return _alerts(conn, query.order_by(a.raised_at.desc(), a.id).limit(limit))
 
 

@@ -128,14 +128,19 @@ def list_webhooks(conn: Connection) -> list[Webhook]:
 
 
 def list_deliveries(conn: Connection, *, pending_only: bool = False, alert_id: UUID | None = None,
-                    limit: int = 100) -> list[Delivery]:
-    """The outbox, oldest first: what was sent, what waits for its next attempt and why it failed."""
+                    limit: int = 100, after: tuple[datetime, UUID] | None = None) -> list[Delivery]:
+    """The outbox, oldest first: what was sent, what waits for its next attempt and why it failed.
+
+    ``after``: the (created_at, id) of the last delivery of the page before.
+    """
     d = deliveries_table.c
     query = sa.select(deliveries_table)
     if pending_only:
         query = query.where(d.delivered_at.is_(None))
     if alert_id is not None:
         query = query.where(d.alert_id == alert_id)
+    if after is not None:
+        query = query.where(sa.or_(d.created_at > after[0], sa.and_(d.created_at == after[0], d.id > after[1])))
     return [Delivery(**r._mapping) for r in conn.execute(query.order_by(d.created_at, d.id).limit(limit))]
 
 
