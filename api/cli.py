@@ -120,11 +120,17 @@ def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections 
 @cli.command()
 def status() -> None:
     """Each projection's position, the log's head, and the lag."""
-    _app, engine = _open(Settings())
-    table = Table("projection", "status", "position", "head", "lag (events)", "lag (s)", "error")
+    from projections import bi
+
+    app, engine = _open(Settings())
+    with app.database.engine.connect() as conn:
+        failures = bi.rebuild_failures(conn)
+    table = Table("projection", "status", "position", "head", "lag (events)", "lag (s)", "error", "last rebuild")
     for s in engine.status():
+        failed = failures.get(s.name)
         table.add_row(s.name, s.status, str(s.position), str(s.head), str(s.lag_events), f"{s.lag_seconds:.1f}",
-                      f"at {s.error_position}: {s.error}" if s.error else "")
+                      f"at {s.error_position}: {s.error}" if s.error else "",
+                      f"failed {failed.failed_at:%Y-%m-%d %H:%M}, rolled back: {failed.error}" if failed else "")
     console.print(table)
 
 

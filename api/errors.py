@@ -191,12 +191,12 @@ _JSON_MEDIA_TYPE: Final = re.compile(r"^application/([\w.+-]+\+)?json$")
 
 
 def _not_json_body(request: Request) -> str | None:
-    """The media type of a body sent as something other than JSON (None: JSON, or no body at all)."""
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return None  # FastAPI reads an unlabelled body as JSON
-    media_type = content_type.split(";")[0].strip().lower()
+    """The media type of a body sent as something other than JSON (None: JSON, or no body at all).
+
+    FastAPI reads a body as JSON only when it says so (``application/json`` or ``…+json``).
+    """
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     return None if _JSON_MEDIA_TYPE.match(media_type) or not has_body else media_type
 
 
@@ -204,8 +204,9 @@ def _request_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     media_type = _not_json_body(request)
     if media_type is not None and any(tuple(e.get("loc", ("body",)))[:1] == ("body",) for e in error.errors()):
+        sent = f"it was sent as {media_type}" if media_type else "it was sent without a Content-Type"
         return problem_response(415, "request.unsupported_media_type",
-                                f"the body must be JSON (Content-Type: application/json), not {media_type}",
+                                f"the body must be JSON (Content-Type: application/json); {sent}",
                                 instance=request.url.path, parameter="Content-Type")
     items = validation_items(error.errors())
     first = items[0] if items else {"rule": "input.invalid", "detail": "the request is invalid"}

@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from api.deps import POSITION_HEADER
 from api.errors import PROBLEM_MEDIA_TYPE
 from api.schemas import Problem
 
-POSITION_HEADER: Final = "Salesplan-Position"
 _STRING: Final = {"type": "string"}
 
 HEADERS: Final[dict[str, dict[str, Any]]] = {
@@ -79,6 +79,7 @@ def _complete(method: str, operation: dict[str, Any]) -> None:
     for parameter in parameters:
         if parameter.get("in") == "header" and parameter["name"] == "If-Match":
             parameter["required"] = True
+            parameter["schema"] = {"type": "string", "maxLength": 40, "examples": ['"3"', "*"]}
             parameter["description"] = ('The ETag of the entity as you read it, e.g. "3"; "*" for any version '
                                         "(428 without it, 412 when it is stale)")
     # The shared problem responses, kept only where they can happen.

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Final, TypeVar
 from uuid import UUID
 
-from fastapi import Query
+from fastapi import Query, Request
 from sqlalchemy.engine import Connection
 
 from api.deps import CutQuery, Services, reading
@@ -123,6 +123,13 @@ def page(found: Sequence[Any], limit: int, listing: str, filters: Mapping[str, A
     rows = list(found[:limit])
     more = len(found) > limit and bool(rows)
     return Page(rows, encode(listing, filters, key(rows[-1]), position) if more else None)
+
+
+def no_after(request: Request) -> None:
+    """For lists that paged with ``after`` before: refuse it, rather than serve the first page again and again."""
+    if "after" in request.query_params:
+        raise ApiProblem(422, "query.after_replaced", "this list pages with cursor: pass the next_cursor of the page "
+                                                      "before as cursor", parameter="after")
 
 
 def pinned_position(cursor: Cursor | None, requested: int | None) -> int | None:

@@ -582,6 +582,14 @@ class MeOut(Out):
     label: str
 
 
+class RebuildFailureOut(Out):
+    """The projection's last rebuild failed at its swap and was rolled back: the live tables still answer."""
+
+    generation: int = Field(description="The generation that was being built")
+    error: str
+    failed_at: datetime
+
+
 class ProjectionStatusOut(Out):
     name: str
     position: int
@@ -594,6 +602,8 @@ class ProjectionStatusOut(Out):
     code_fold_version: int
     error: str | None
     error_position: int | None
+    last_rebuild_failure: RebuildFailureOut | None = Field(
+        default=None, description="Set while the last rebuild of this projection has failed (cleared by a good one)")
 
 
 class ProjectionsOut(Out):

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from domain.application import SalesPlanning
 from domain.persistence import IMMEDIATE, Database
+from projections import bi
 
 log = logging.getLogger("salesplan.projections")
 
@@ -176,6 +177,7 @@ class ProjectionEngine:
         for projection in self.projections.values():
             projection.metadata.create_all(engine, checkfirst=True)
             self._ensure_row(projection.name, projection.fold_version)
+        bi.install(engine)
 
     def _ensure_row(self, name: str, fold_version: int, generation: int = 1, status: str = LIVE) -> None:
         with self._begin() as conn:
@@ -446,7 +448,14 @@ class ProjectionEngine:
                     raise PoisonEvent(name, int(failed.error_position), RuntimeError(failed.error))
                 if position >= self.head():
                     break
-        return self._swap(live, fresh, build_name, generation)
+        try:
+            return self._swap(live, fresh, build_name, generation)
+        except Exception as error:
+            # The swap's transaction rolled back (the live tables answer as before): drop what was half built.
+            with self._begin() as conn:
+                conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
+            bi.abandon(self.database.engine, name, generation, fresh.tables, error)
+            raise
 
     def _swap(self, live: Projection, fresh: Projection, build_name: str, generation: int) -> int:
         while True:
@@ -465,10 +474,12 @@ class ProjectionEngine:
                     if last - position >= self.batch_size:
                         continue  # commit this batch and go round again
                     position = last
+                saved = bi.before_swap(conn, live.tables)  # grants and dependent views, put back below
                 for table in reversed(live.tables):
                     table.drop(conn, checkfirst=True)
                 for table, base in zip(fresh.tables, fresh.base_names(), strict=True):
                     conn.execute(sa.text(f'ALTER TABLE "{table.name}" RENAME TO "{base}"'))
+                bi.after_swap(conn, saved, fresh.base_names(), live.name)
                 conn.execute(tracking_table.update().where(tracking_table.c.name == live.name).values(
                     position=position, generation=generation, fold_version=fresh.fold_version, status=LIVE,
                     error=None, error_position=None, updated_at=_now(),

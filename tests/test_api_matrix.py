@@ -247,6 +247,15 @@ MATRIX: dict[str, tuple[Prepare, dict[str, int]]] = {
         OWN_READ),
     # reads of the projections (a published plan and a worked deal, waited for)
     "GET /progress": (get("/progress"), READ),
+    "GET /units": (get("/units"), READ),
+    "GET /units/tree": (get("/units/tree?members=true"), READ),
+    "GET /members": (get("/members"), READ),
+    "GET /products": (get("/products"), READ),
+    "GET /accounts": (get("/accounts"), READ),
+    "GET /plans": (get("/plans"), READ),
+    "GET /plans/{plan_id}/targets": (lambda a: Call("GET", f"/plans/{_published(a)}/targets?wait_for_position={a.head()}"),
+                                     READ),
+    "GET /activities": (get("/activities"), READ),  # a rep's own only
     "GET /audit": (get("/audit"), outcome(200, rep=403, other_rep=403)),
     "GET /plans/{plan_id}/versions": (lambda a: Call("GET", f"/plans/{_published(a)}/versions"), READ),
     "GET /plans/{plan_id}/versions/{version}": (
@@ -293,6 +302,12 @@ MATRIX: dict[str, tuple[Prepare, dict[str, int]]] = {
     "GET /reports/members/{member_id}/{period}": (
         lambda a: Call("GET", f"/reports/members/{a.world.ann}/{datetime.now(UTC):%Y-%m-%d}?format=csv"),
         outcome(200, other_manager=403, other_rep=403)),
+    "GET /reports/members/{member_id}/{period}.csv": (
+        lambda a: Call("GET", f"/reports/members/{a.world.ann}/{datetime.now(UTC):%Y-%m-%d}.csv"),
+        outcome(200, other_manager=403, other_rep=403)),
+    "GET /reports/units/{unit_id}/{period}.csv": (
+        lambda a: Call("GET", f"/reports/units/{a.world.east_team}/{datetime.now(UTC):%G-W%V}.csv"),
+        outcome(200, other_manager=403)),
     "GET /reports/units/{unit_id}/{period}": (
         lambda a: Call("GET", f"/reports/units/{a.world.east_team}/{datetime.now(UTC):%G-W%V}"),
         outcome(200, other_manager=403)),

@@ -64,7 +64,7 @@ class SvgResponse(Response):
 
 
 class CsvResponse(Response):
-    media_type = "text/csv; charset=utf-8"
+    media_type = "text/csv"  # Starlette adds the charset (utf-8)
 
 
 # --- the funnel --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import VERSIONED
 from domain.catalogue import Account, Product
 
 router = APIRouter(tags=["catalogue"], responses=PROBLEM_RESPONSES)
@@ -21,7 +22,7 @@ def add_product(body: s.AddProduct, cmd: CreateDep) -> s.CommandOut:
                    list_price=body.list_price, currency=body.currency, id=body.id)
 
 
-@router.get("/products/{product_id}")
+@router.get("/products/{product_id}", responses=VERSIONED)
 def get_product(product_id: UUID, guard: GuardDep, response: Response,
                 wait_for_position: WaitForPosition = None) -> s.ProductOut:
     product = guard.planning.get(Product, product_id)
@@ -44,7 +45,7 @@ def add_account(body: s.AddAccount, cmd: CreateDep) -> s.CommandOut:
                    region=body.region, id=body.id)
 
 
-@router.get("/accounts/{account_id}")
+@router.get("/accounts/{account_id}", responses=VERSIONED)
 def get_account(account_id: UUID, guard: GuardDep, response: Response,
                 wait_for_position: WaitForPosition = None) -> s.AccountOut:
     account = guard.planning.get(Account, account_id)

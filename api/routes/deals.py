@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import VERSIONED
 from domain import values as v
 
 router = APIRouter(tags=["deals"], responses=PROBLEM_RESPONSES)
@@ -23,7 +24,7 @@ def open_deal(body: s.OpenDeal, cmd: CreateDep) -> s.CommandOut:
                    expected_close=body.expected_close, stage=body.stage, id=body.id)
 
 
-@router.get("/deals/{deal_id}")
+@router.get("/deals/{deal_id}", responses=VERSIONED)
 def get_deal(deal_id: UUID, guard: GuardDep, response: Response, wait_for_position: WaitForPosition = None) -> s.DealOut:
     """The deal as it stands now, with the stages it may move to next."""
     deal = guard.deal(deal_id, write=False)
@@ -98,7 +99,7 @@ def log_activity(body: s.LogActivity, cmd: CreateDep) -> s.CommandOut:
                    deal_id=body.deal_id, note=body.note, id=body.id)
 
 
-@router.get("/activities/{activity_id}")
+@router.get("/activities/{activity_id}", responses=VERSIONED)
 def get_activity(activity_id: UUID, guard: GuardDep, response: Response,
                  wait_for_position: WaitForPosition = None) -> s.ActivityOut:
     activity = guard.activity(activity_id)

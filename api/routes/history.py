@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api import pagination
 from api import schemas as s
@@ -40,7 +40,7 @@ def _not_found(error: VersionNotFound) -> ApiProblem:
     return ApiProblem(404, "plan_version.not_found", str(error), plan_id=str(error.plan_id), version=error.version)
 
 
-@router.get("/audit")
+@router.get("/audit", dependencies=[Depends(pagination.no_after)])
 def list_audit_changes(
     services: ServicesDep, guard: GuardDep, response: Response,
     entity: AuditEntity | None = None, entity_id: UUID | None = None,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import VERSIONED
 from domain.organisation import Member, Unit
 
 router = APIRouter(tags=["organisation"], responses=PROBLEM_RESPONSES)
@@ -21,7 +22,7 @@ def add_unit(body: s.AddUnit, cmd: CreateDep) -> s.CommandOut:
     return cmd.run(cmd.planning.add_unit, body, "/units/{id}", name=body.name, parent_id=body.parent_id, id=body.id)
 
 
-@router.get("/units/{unit_id}")
+@router.get("/units/{unit_id}", responses=VERSIONED)
 def get_unit(unit_id: UUID, guard: GuardDep, response: Response, wait_for_position: WaitForPosition = None) -> s.UnitOut:
     unit = guard.planning.get(Unit, unit_id)
     etag(response, unit.version)
@@ -57,7 +58,7 @@ def add_member(body: s.AddMember, cmd: CreateDep) -> s.CommandOut:
                    unit_id=body.unit_id, email=body.email, id=body.id)
 
 
-@router.get("/members/{member_id}")
+@router.get("/members/{member_id}", responses=VERSIONED)
 def get_member(member_id: UUID, guard: GuardDep, response: Response,
                wait_for_position: WaitForPosition = None) -> s.MemberOut:
     member = guard.planning.get(Member, member_id)

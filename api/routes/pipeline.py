@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from api import pagination
 from api import schemas as s
@@ -23,7 +23,7 @@ PIPELINE: Final = ("progress", "pipeline")  # deals are in the ledger, stays and
 DayQuery = Annotated[s.Day | None, Query()]
 
 
-@router.get("/pipeline")
+@router.get("/pipeline", dependencies=[Depends(pagination.no_after)])
 def list_pipeline_deals(
     services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep, owner_id: UUID | None = None,
     unit_id: UUID | None = None, stage: s.Stage | None = None, status: Literal["open", "won", "lost"] | None = None,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import VERSIONED
 from domain import values as v
 from domain.plan import Plan, Spread
 
@@ -23,7 +24,7 @@ def draft_plan(body: s.DraftPlan, cmd: CreateDep) -> s.CommandOut:
                    currency=body.currency, unit_id=body.unit_id, id=body.id)
 
 
-@router.get("/plans/{plan_id}")
+@router.get("/plans/{plan_id}", responses=VERSIONED)
 def get_plan(plan_id: UUID, guard: GuardDep, response: Response, wait_for_position: WaitForPosition = None) -> s.PlanOut:
     """The plan as it stands now, with every target."""
     plan = guard.planning.get(Plan, plan_id)

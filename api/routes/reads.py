@@ -9,17 +9,18 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api import schemas as s
-from api.deps import CutDep, GuardDep, PrincipalDep, ServicesDep, WaitForPosition, reading
+from api.deps import CutDep, GuardDep, PrincipalDep, ServicesDep, WaitForPosition, reading, stamp
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import POSITIONED
+from api.routes.health import projection_statuses
 from projections.queries.progress import ProgressFilter, ProgressReport, progress
 
 router = APIRouter(tags=["reads"], responses=PROBLEM_RESPONSES)
 
 PROGRESS: Final = ("progress",)
-POSITION_HEADER: Final = "Salesplan-Position"
 
 
-@router.get("/progress")
+@router.get("/progress", responses=POSITIONED)
 def get_progress(
     services: ServicesDep, guard: GuardDep, response: Response, cut_query: CutDep,
     plan_id: UUID | None = None, unit_id: UUID | None = None, member_id: UUID | None = None,
@@ -32,7 +33,7 @@ def get_progress(
             conn, cut=cut, now=datetime.now(UTC), config=services.measure_config(),
             filters=ProgressFilter(plan_id=plan_id, unit_id=unit_id, member_id=member_id, period=period, metric=metric),
         )
-    response.headers[POSITION_HEADER] = str(report.position)
+    stamp(response, report.position)
     return report
 
 
@@ -41,10 +42,9 @@ def get_projections(services: ServicesDep, guard: GuardDep, wait_for_position: W
                     ) -> s.ProjectionsOut:
     """Each projection's position, lag and health (a poison event shows here with its position)."""
     services.wait_for(wait_for_position)
-    statuses = services.engine.status()
+    statuses = projection_statuses(services)
     head = statuses[0].head if statuses else services.engine.head()
-    return s.ProjectionsOut(head=head, projections=[s.ProjectionStatusOut.model_validate(st, from_attributes=True)
-                                                    for st in statuses])
+    return s.ProjectionsOut(head=head, projections=statuses)
 
 
 @router.get("/me")

@@ -18,6 +18,7 @@ from api import schemas as s
 from api.auth import Guard
 from api.deps import CutDep, GuardDep, KnownDep, ServicesDep, reading, stamp
 from api.errors import PROBLEM_RESPONSES, ApiProblem
+from api.openapi import POSITIONED
 from domain import values as v
 from domain.plan import Plan
 from projections.history import Cut
@@ -26,7 +27,7 @@ from projections.queries.baseline import BaselineReport, plan_baseline
 from projections.queries.replay import QuarterReplay, quarter_replay, step_bounds
 from projections.queries.revisions import revision_reasons
 
-router = APIRouter(tags=["retrospective"], responses=PROBLEM_RESPONSES)
+router = APIRouter(tags=["retrospective"], responses={**PROBLEM_RESPONSES, **POSITIONED})
 
 PROGRESS_AND_CLOCK: Final = ("progress", "log_clock")
 BASELINE: Final = ("progress", "revision_reasons")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from api import schemas as s
 from api.deps import ChangeDep, CreateDep, GuardDep, WaitForPosition, etag
 from api.errors import PROBLEM_RESPONSES
+from api.openapi import VERSIONED
 
 router = APIRouter(tags=["tasks"], responses=PROBLEM_RESPONSES)
 
@@ -21,7 +22,7 @@ def create_task(body: s.CreateTask, cmd: CreateDep) -> s.CommandOut:
                    due=body.due, plan_id=body.plan_id, target_id=body.target_id, id=body.id)
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", responses=VERSIONED)
 def get_task(task_id: UUID, guard: GuardDep, response: Response, wait_for_position: WaitForPosition = None) -> s.TaskOut:
     task = guard.task(task_id, write=False)
     etag(response, task.version)
