@@ -86,8 +86,8 @@ def _complete(method: str, operation: dict[str, Any]) -> None:
     if "If-Match" not in names:
         responses.pop("412", None)
         responses.pop("428", None)
-    if "requestBody" not in operation:
-        responses.pop("413", None)
+    if method not in ("post", "put", "patch"):
+        responses.pop("413", None)  # the body limit applies to these methods, with a body model or without
     if method == "get":
         responses.pop("409", None)
     if "If-Match" in names:
