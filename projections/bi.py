@@ -173,7 +173,8 @@ VIEWS: Final[Mapping[str, View]] = {
                count(*) AS deals_won, sum(d.amount) AS revenue
         FROM progress_deals d
         LEFT JOIN progress_members m ON m.member_id = d.owner_id AND m.{_CURRENT}
-        LEFT JOIN progress_members then_ ON then_.member_id = d.owner_id AND then_.effective_at <= d.closed_at
+        LEFT JOIN progress_members then_ ON then_.member_id = d.owner_id
+             AND (then_.valid_from IS NULL OR then_.valid_from <= d.closed_at)
              AND (then_.next_effective_at IS NULL OR then_.next_effective_at > d.closed_at)
         LEFT JOIN progress_units u ON u.unit_id = then_.unit_id AND u.{_CURRENT}
         WHERE d.{_CURRENT} AND d.stage = 'won'
@@ -221,7 +222,10 @@ TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
     "log_clock": ("Which log position the store had reached at each recorded time.",
                   {"position": "A log position", "recorded_at": "When the store recorded it"}),
     "progress_units": _history("unit (progress projection)", **_UNIT_COLUMNS),
-    "progress_members": _history("member (progress projection)", **_MEMBER_COLUMNS),
+    "progress_members": _history(
+        "member (progress projection)", **_MEMBER_COLUMNS,
+        valid_from="From when this row places the member in unit_id (null on the first row: it also places facts "
+                   "back-dated to before the member was added)"),
     "progress_plans": _history(
         "plan (progress projection)", plan_id="The plan's id", name="The plan's name",
         span="The fiscal year or quarter it covers", currency="ISO 4217 code of its money targets",
@@ -230,7 +234,11 @@ TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
     "progress_targets": _history(
         "target (progress projection)", **_TARGET_SCOPE, period_start="First day of the period",
         period_end="Day after its last day", removed="True once removed from the plan"),
-    "progress_deals": _history("deal (progress projection)", **_DEAL_COLUMNS),
+    "progress_deals": _history(
+        "deal (progress projection)", **_DEAL_COLUMNS, opened_by="The owner when it was opened (new deals count for them)",
+        amount_cents="The amount in hundredths (exact sums on every backend)",
+        stage_entered_at="Effective time it entered its stage",
+        last_stage_change_at="Effective time of its latest stage change (null: never moved)"),
     "progress_activities": _history(
         "logged activity (progress projection)", activity_id="The activity's id", member_id="Who logged it",
         kind="call, visit, meeting, demo or email", deal_id="The deal it was about (null: none)"),

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from domain.application import SalesPlanning
 from domain.persistence import close_database
 from projections import bi
+from projections.registry import all_projections
 from tests.api_helpers import Api, running_api
 from tests.conftest import POSTGRES_URL, reset_postgres
 
@@ -251,3 +252,17 @@ def test_on_sqlite_a_view_of_ones_own_survives_rebuilds_good_and_failed(tmp_path
             assert bi.VIEWS.keys().isdisjoint(sa.inspect(database).get_view_names())  # no bi_* views on SQLite
     finally:
         close_database(url)
+
+
+def test_every_projection_table_and_column_is_documented() -> None:
+    """A new table or column needs its COMMENT in projections/bi.py (the BI tools' catalogue shows them)."""
+    for projection in all_projections():
+        for table in projection.tables:
+            assert table.name in bi.TABLES, table.name
+            comment, columns = bi.TABLES[table.name]
+            assert comment and set(columns) == {c.name for c in table.columns}, table.name
+            assert all(columns.values()), table.name
+    assert set(bi.TABLES) == {t.name for p in all_projections() for t in p.tables}
+    for name, view in bi.VIEWS.items():
+        assert name.startswith("bi_") and view.comment and all(view.columns.values())
+        assert view.tables <= bi.TABLES.keys()

@@ -7,6 +7,7 @@ both clocks, page by page with one cursor scheme.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -205,3 +206,8 @@ def test_activities_newest_first_credited_to_the_unit_of_their_time(api: Api) ->
     assert [r["activity_id"] for r in api.get("manager", "/activities", kind="call").json()["rows"]] == [str(call)]
     rows, pages = read_all(api, "manager", "/activities", 1)
     assert [r["activity_id"] for r in rows] == [str(visit), str(call), str(demo)] and pages == 3
+    # Back-dated to before Cy was added: credited to the unit he was added to, as progress counts it.
+    early = planning.log_activity(kind="email", member_id=w.cy, actor="setup",
+                                  effective_at=datetime(2020, 1, 6, 9, 0, tzinfo=UTC)).id
+    back = api.get("manager", "/activities", member_id=str(w.cy), wait_for_position=api.head()).json()["rows"]
+    assert [(r["activity_id"], r["unit_name"]) for r in back] == [(str(early), "West")]

@@ -46,12 +46,17 @@ def contains(column: sa.ColumnElement[str], text: str) -> sa.ColumnElement[bool]
     return sa.func.lower(column).like(f"%{escaped}%", escape="\\")
 
 
-def valid_then(table: sa.Table, position: int, effective: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
-    """``Cut(position, as_of).where`` with the effective cut taken from another row's column."""
-    c = table.c
+def placed_then(members: sa.Table, position: int, when: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+    """The membership row that places a member at the time in ``when``, as known at ``position``.
+
+    As the progress measurement places facts: a row places from its ``valid_from`` (the first
+    row, whose ``valid_from`` is NULL, also places facts back-dated to before the member was
+    added) until the next row known at ``position`` takes over.
+    """
+    c = members.c
     return sa.and_(
-        c.position <= position, c.effective_at <= effective,
-        sa.or_(c.next_position.is_(None), c.next_position > position, c.next_effective_at > effective),
+        c.position <= position, sa.or_(c.valid_from.is_(None), c.valid_from <= when),
+        sa.or_(c.next_position.is_(None), c.next_position > position, c.next_effective_at > when),
     )
 
 
@@ -444,7 +449,7 @@ def list_activities(
         .select_from(
             a.outerjoin(m, sa.and_(m.c.member_id == a.c.member_id, cut.where(m)))
             .outerjoin(then, sa.and_(then.c.member_id == a.c.member_id,
-                                     valid_then(then, cut.position, a.c.effective_at)))
+                                     placed_then(then, cut.position, a.c.effective_at)))
             .outerjoin(u, sa.and_(u.c.unit_id == then.c.unit_id, cut.where(u)))
             .outerjoin(d, sa.and_(d.c.deal_id == a.c.deal_id, cut.where(d)))
             .outerjoin(accounts, sa.and_(accounts.c.account_id == d.c.account_id, cut.where(accounts)))
