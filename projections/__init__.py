@@ -9,5 +9,6 @@
 - ``projections.processes``: what acts on the read side (deviation alerts, webhook deliveries).
   They read the projections, keep their own operational tables, and are run by the service.
 
-``engine``, ``history`` and ``sqltypes`` are the machinery the folds are built on.
+``engine``, ``history`` and ``sqltypes`` are the machinery the folds are built on; ``bi`` is the
+SQL surface over their tables (documented views and comments) that a rebuild keeps intact.
 """
