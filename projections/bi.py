@@ -127,8 +127,8 @@ VIEWS: Final[Mapping[str, View]] = {
             "parent_id": "The target it was decomposed from (null: a top target)",
             "metric": "revenue, deals_won, new_deals, activities, win_rate or average_order_value",
             "period": "2026, 2026-Q2, 2026-03 or 2026-W14",
-            "period_start": "First day of the period",
-            "period_end": "Day after the period's last day",
+            "period_start": "First day the target covers (a week split from a month: clipped to the month)",
+            "period_end": "Day after the last day it covers",
             "unit_id": "The unit the target is for (null: a member's target)",
             "unit_name": "That unit's name now",
             "member_id": "The member the target is for (null: a unit's target)",
@@ -218,6 +218,9 @@ _TARGET_SCOPE: Final = {
     "target_id": "The target's id", "committed": "The committed (core) value", "stretch": "The stretch value (null: none)",
 }
 
+_WINDOW: Final = {"window_start": "First day the target covers when less than its period (null: the whole period)",
+                   "window_end": "Day after the last day it covers (null: the whole period)"}
+
 TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
     "log_clock": ("Which log position the store had reached at each recorded time.",
                   {"position": "A log position", "recorded_at": "When the store recorded it"}),
@@ -232,8 +235,9 @@ TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
         unit_id="The unit that owns it", status="draft, published or closed",
         published_version="The latest published version (0: never published)"),
     "progress_targets": _history(
-        "target (progress projection)", **_TARGET_SCOPE, period_start="First day of the period",
-        period_end="Day after its last day", removed="True once removed from the plan"),
+        "target (progress projection)", **_TARGET_SCOPE,
+        period_start="First day it covers (its period's, or a week's clipped to its parent month)",
+        period_end="Day after the last day it covers", removed="True once removed from the plan"),
     "progress_deals": _history(
         "deal (progress projection)", **_DEAL_COLUMNS, opened_by="The owner when it was opened (new deals count for them)",
         amount_cents="The amount in hundredths (exact sums on every backend)",
@@ -242,11 +246,6 @@ TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
     "progress_activities": _history(
         "logged activity (progress projection)", activity_id="The activity's id", member_id="Who logged it",
         kind="call, visit, meeting, demo or email", deal_id="The deal it was about (null: none)"),
-    "pipeline_units": _history("unit (pipeline projection)", **_UNIT_COLUMNS),
-    "pipeline_members": _history("member (pipeline projection)", **_MEMBER_COLUMNS),
-    "pipeline_deals": _history(
-        "deal (pipeline projection)", **_DEAL_COLUMNS, stage_entered_at="Effective time it entered its stage",
-        last_stage_change_at="Effective time of its latest stage change (null: never moved)"),
     "pipeline_tasks": _history(
         "task (pipeline projection)", task_id="The task's id", title="What is to be done",
         assignee_id="The member it is assigned to", due="The due date", plan_id="The plan it serves (null: none)",
@@ -278,9 +277,18 @@ TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
          "note": "The publication's note"}),
     "plan_version_targets": (
         "The target tree each version froze.",
-        {**_TARGET_SCOPE, "version": "The version"}),
+        {**_TARGET_SCOPE, **_WINDOW, "version": "The version"}),
     "plan_version_working": (
-        "The working (unpublished) target tree of every plan.", dict(_TARGET_SCOPE)),
+        "The working (unpublished) target tree of every plan.", {**_TARGET_SCOPE, **_WINDOW}),
+    "plan_period_locks": (
+        "Every period a manager locked in a plan, with the version in force then and, once lifted, the unlock.",
+        {"plan_id": "The plan", "period": "The period locked (2026-03 …)", "position": "Log position of the lock",
+         "start": "First day of the locked window", "end": "Day after its last day",
+         "plan_version": "The version in force when it was locked", "effective_at": "When the lock took effect",
+         "recorded_at": "When it was recorded", "actor": "Who locked it", "reason": "Why",
+         "unlocked_position": "Log position of the unlock (null: still locked)",
+         "unlocked_effective_at": "When the unlock took effect", "unlocked_recorded_at": "When it was recorded",
+         "unlocked_by": "Who unlocked it", "unlock_reason": "Why it was unlocked"}),
     "plan_version_changes": (
         "Every change to a plan's targets between publications, with its reason.",
         {"position": "Log position of the event", "seq": "Order of the rows one event wrote", "plan_id": "The plan",

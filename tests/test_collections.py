@@ -130,7 +130,8 @@ def test_products_and_accounts_come_from_their_own_projection_at_any_cut(api: Ap
 
 
 def _quarter_plan(api: Api) -> tuple[str, dict[str, str]]:
-    """East's 2026 plan: Q2 revenue 120,000 split 60/40 between Ann and Bob (v1), Ann revised to 60,000 (v2)."""
+    """East's 2026 plan: Q2 revenue 120,000 split 60/40 between Ann and Bob (v1); Ann revised to 60,000, the
+    difference taken from Q2, so the tree still adds up: 108,000 = 60,000 + 48,000 (v2)."""
     w = api.world
     plan = api.ok("manager", "/plans", {"name": "East 2026", "span": "2026", "currency": "EUR",
                                         "unit_id": str(w.east)})
@@ -143,7 +144,8 @@ def _quarter_plan(api: Api) -> tuple[str, dict[str, str]]:
     bob, ann = split["child_ids"]
     v1 = api.ok("manager", f"/plans/{plan['id']}/publish", {"note": "baseline"}, if_match=split["version"])
     revised = api.ok("manager", f"/plans/{plan['id']}/revise", {
-        "target_id": ann, "committed": "60000", "reason": "a key account slipped to Q3"}, if_match=v1["version"])
+        "target_id": ann, "committed": "60000", "absorb": "parent", "reason": "a key account slipped to Q3"},
+        if_match=v1["version"])
     v2 = api.ok("manager", f"/plans/{plan['id']}/publish", {"note": "May"}, if_match=revised["version"])
     deals = api.ok("manager", f"/plans/{plan['id']}/targets", {
         "metric": "deals_won", "period": "2026-Q2", "scope": {"unit_id": str(w.east)}, "committed": "12",
@@ -165,7 +167,7 @@ def test_a_plans_targets_as_a_tree_with_their_value_in_every_version(api: Api) -
     # Siblings by metric (deals_won before revenue), then owner name (Ann before Bob); children after their parent.
     assert [row(r) for r in body["rows"]] == [
         (t["deals"], 0, "East", 12, []),
-        (t["q2"], 0, "East", 120000, [(1, 120000), (2, 120000)]),
+        (t["q2"], 0, "East", 108000, [(1, 120000), (2, 108000)]),
         (t["ann"], 1, "Ann", 60000, [(1, 72000), (2, 60000)]),
         (t["bob"], 1, "Bob", 48000, [(1, 48000), (2, 48000)]),
     ]

@@ -168,7 +168,7 @@ def test_the_manager_and_reps_story_through_a_generated_client(client_package: M
         # --- Mia reads where Q2 stands (the quarter is over: expected to date is the whole target) ----------
         progress = op("reads", "get_progress").sync_detailed(client=manager, plan_id=plan.id,
                                                              wait_for_position=won.parsed.position)
-        assert progress.status_code == 200 and isinstance(progress.parsed, m.ProgressOut)
+        assert progress.status_code == 200 and isinstance(progress.parsed, m.ProgressReport)
         assert progress.headers["salesplan-position"] == str(progress.parsed.position)
         (row,) = progress.parsed.rows
         now = datetime.now(UTC)

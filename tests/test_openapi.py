@@ -43,9 +43,10 @@ OPERATION_IDS = [
     "get_task_summary", "get_unit", "get_unit_report", "get_unit_report_csv", "get_unit_tree", "list_accounts",
     "list_activities", "list_alerts", "list_audit_changes", "list_deliveries", "list_events", "list_members",
     "list_pipeline_deals", "list_plan_targets", "list_plans", "list_products", "list_tasks", "list_units",
-    "list_webhooks", "log_activity", "lose_deal", "move_member", "move_unit", "open_deal", "preview_alerts",
+    "list_webhooks", "lock_period", "log_activity", "lose_deal", "move_member", "move_unit", "open_deal", "preview_alerts",
     "publish_plan", "reassign_deal", "reassign_task", "reclassify_account", "remove_target", "rename_member",
-    "rename_unit", "reopen_deal", "report_task_progress", "reschedule_task", "revise_target", "set_target", "win_deal",
+    "rename_unit", "reopen_deal", "report_task_progress", "reschedule_task", "revise_target", "set_target",
+    "unlock_period", "win_deal",
 ]
 ANSWERED_HEADERS = ("etag", "location", "salesplan-position", "retry-after")
 
@@ -101,8 +102,8 @@ def test_changes_require_if_match_and_commands_declare_their_headers() -> None:
             assert "412" not in op["responses"] and "428" not in op["responses"]
         assert ("415" in op["responses"]) == ("requestBody" in op), (path, method)
         assert ("413" in op["responses"]) == (method in ("post", "patch")), (path, method)
-    # units 3, members 3, products 1, accounts 1, plans 6, tasks 5, deals 7
-    assert changes == 26
+    # units 3, members 3, products 1, accounts 1, plans 8, tasks 5, deals 7
+    assert changes == 28
 
 
 def test_reports_and_charts_declare_their_media_types() -> None:
