@@ -7,11 +7,12 @@ from typing import Any
 import sqlalchemy as sa
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from api import schemas as s
 from api.deps import GuardDep, ServicesDep
 from api.errors import PROBLEM_RESPONSES
+from api.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -44,8 +45,7 @@ def readyz(services: ServicesDep) -> Any:
         **PROBLEM_RESPONSES, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"},
     },
 )
-def metrics(services: ServicesDep, guard: GuardDep) -> PlainTextResponse:
-    """Prometheus text format: requests, latencies, events appended, each projection's position and lag."""
+def metrics(services: ServicesDep, guard: GuardDep) -> Response:
+    """Prometheus text format: runtime, requests, projections (throughput, batches, errors, lag), webhooks, pool."""
     guard.reporting()
-    text = services.metrics.render(services.engine.head(), services.engine.status())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
