@@ -41,8 +41,9 @@ cli = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
                   pretty_exceptions_enable=False)  # main() prints errors, with secrets masked
 token_cli = typer.Typer(help="Issue, list and revoke API bearer tokens.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: lines are never broken at a guessed width (logs and pipes have none).
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -66,24 +67,36 @@ def _configure_logging() -> None:
     install_log_redaction()
 
 
+def _connect(settings: Settings) -> Any:
+    """The configured database; a URL that cannot be used is a clear error, not a traceback."""
+    import sqlalchemy.exc
+
+    from domain.persistence import open_database
+
+    try:
+        return open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
+    except (sqlalchemy.exc.ArgumentError, ValueError, ImportError) as error:
+        err.print(f"{env_name('database_url')}={mask_url(settings.database_url)} cannot be used: "
+                  f"{redact(str(error))}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _database(settings: Settings) -> Any:
     """The database alone (no projections): what the token commands need, and all they touch."""
     from api.tokens import ensure_table
-    from domain.persistence import open_database
 
-    database = open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
+    database = _connect(settings)
     ensure_table(database)
     return database
 
 
 def _open(settings: Settings, metrics: Any = None) -> Any:
     from domain.application import SalesPlanning
-    from domain.persistence import open_database
     from projections.engine import ProjectionEngine
     from projections.processes import alerts
     from projections.registry import all_projections
 
-    app = SalesPlanning(open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms))
+    app = SalesPlanning(_connect(settings))
     if metrics is None:
         engine = ProjectionEngine(app, all_projections(), batch_size=settings.projection_batch_size)
     else:
@@ -165,11 +178,12 @@ def project() -> None:
             server, _thread = start_http_server(settings.worker_metrics_port, settings.worker_metrics_host,
                                                 registry=metrics.registry)
         except OSError as error:
-            err.print(f"cannot serve metrics on {settings.worker_metrics_host}:{settings.worker_metrics_port}: "
-                      f"{error} (set {env_name('worker_metrics_port')}, or {env_name('worker_metrics')}=false)",
-                      markup=False)
-            raise typer.Exit(1) from None
-        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, server.server_port)
+            # Projecting matters more than being watched: carry on, loudly, without the endpoint.
+            log.error("cannot serve metrics on %s:%d (%s): projecting without them; set %s to a free port, or %s=false",
+                      settings.worker_metrics_host, settings.worker_metrics_port, error,
+                      env_name("worker_metrics_port"), env_name("worker_metrics"))
+        else:
+            log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, server.server_port)
     log.info("projecting %s from %s; SIGTERM or Ctrl-C stops", ", ".join(engine.projections),
              mask_url(settings.database_url))
     processes = threading.Thread(target=run_processes, args=(engine, settings, stop), kwargs={"metrics": metrics},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from domain.application import SalesPlanning
 from domain.persistence import Database
@@ -223,20 +224,30 @@ class MeasuredEngine(ProjectionEngine):
         return advanced
 
 
-def route_template(scope: Scope) -> str:
+Template = tuple["re.Pattern[str]", str, frozenset[str]]
+
+
+def route_templates(routes: Iterable[Any]) -> list[Template]:
+    """Every route's path pattern, template and methods, included routers' routes too."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before included-router contexts: the routes are flat
+        pairs = [(getattr(r, "path", None), getattr(r, "methods", None)) for r in routes]
+    else:
+        pairs = [(c.path, getattr(c.original_route, "methods", None)) for c in iter_route_contexts(list(routes))]
+    return [(compile_path(path)[0], path, frozenset(methods or ())) for path, methods in pairs if isinstance(path, str)]
+
+
+def route_template(scope: Scope, templates: Iterable[Template]) -> str:
     """The template of the route a request was aimed at, even when it was refused before routing (401)."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
-    app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match in (Match.FULL, Match.PARTIAL):  # PARTIAL: the path matched, the method did not (405)
-            template = getattr(candidate, "path", None)
-            if isinstance(template, str):
-                return template
-    return UNMATCHED
+    matched = [(template, methods) for regex, template, methods in templates if regex.match(scope["path"])]
+    for template, methods in matched:
+        if scope["method"] in methods:
+            return template
+    return matched[0][0] if matched else UNMATCHED  # the path matched, the method did not (405)
 
 
 class MetricsMiddleware:
@@ -245,6 +256,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._templates: list[Template] | None = None  # built at the first request: every route is there then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -262,4 +274,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording)
         finally:
-            self.metrics.observe_request(scope["method"], route_template(scope), status, time.perf_counter() - started)
+            if self._templates is None:
+                self._templates = route_templates(getattr(scope.get("app"), "routes", ()))
+            self.metrics.observe_request(scope["method"], route_template(scope, self._templates), status,
+                                         time.perf_counter() - started)

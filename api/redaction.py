@@ -33,15 +33,26 @@ class RedactingFilter(logging.Filter):
     """Masks passwords in a record's message and traceback before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message or record.args:
-            record.msg, record.args = redacted, None
+        # Arguments are redacted one by one, not merged into the message: some formatters read them
+        # (uvicorn's access log formats its own from record.args).
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else _redacted(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(a) if isinstance(a, str) else _redacted(a) for k, a in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = redact("".join(traceback.format_exception(*record.exc_info))).rstrip("\n")
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+def _redacted(value: object) -> object:
+    """A non-string argument, as a redacted string if its text would carry a password, else itself."""
+    text = str(value)
+    redacted = redact(text)
+    return value if redacted == text else redacted
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:

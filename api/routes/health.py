@@ -13,6 +13,7 @@ from api import schemas as s
 from api.deps import GuardDep, ServicesDep
 from api.errors import PROBLEM_RESPONSES
 from api.metrics import CONTENT_TYPE
+from api.redaction import redact
 
 router = APIRouter(tags=["operations"])
 
@@ -33,7 +34,7 @@ def readyz(services: ServicesDep) -> Any:
             conn.execute(sa.text("select 1"))
         statuses = [s.ProjectionStatusOut.model_validate(st, from_attributes=True) for st in services.engine.status()]
     except (sa.exc.SQLAlchemyError, StoreOperationalError) as error:
-        body = s.ReadyOut(status="unavailable", database=str(error).splitlines()[0][:200], projections=[])
+        body = s.ReadyOut(status="unavailable", database=redact(str(error).splitlines()[0])[:200], projections=[])
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
     failed = any(st.status == "failed" for st in statuses)
     body = s.ReadyOut(status="degraded" if failed else "ready", database="ok", projections=statuses)
