@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,36 @@ def test_a_worker_whose_metrics_port_is_taken_still_projects(sqlite_db_url: str,
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def test_alerts_wait_for_the_projections_they_read_to_catch_up(database: Database) -> None:
+    from api.metrics import MeasuredEngine, Metrics
+    from api.processes import ProcessRunner, alert_config
+    from api.settings import Settings
+    from domain.application import SalesPlanning
+    from projections.registry import all_projections
+
+    app = SalesPlanning(database)
+    unit = app.add_unit(name="ACME", actor="setup").id
+    rep = app.add_member(name="Ann", role="rep", unit_id=unit, actor="setup").id
+    for n in range(6):
+        app.create_task(title=f"Call back #{n}", assignee_id=rep, due=date.today() - timedelta(days=2), actor="setup")
+    metrics = Metrics(http=False)
+    engine = MeasuredEngine(app, all_projections(), batch_size=2, metrics=metrics)  # 8 events: 4 batches behind
+    engine.setup()
+    alerts.setup(database)
+    settings = Settings(database_url=database.url, pace_at_risk="0.7")
+    runner = ProcessRunner(engine, settings, metrics)
+    assert runner.evaluate() is None  # 8 positions behind, more than one batch of 2
+    engine.run_once("progress")
+    engine.run_once("pipeline")
+    assert runner.evaluate() is None  # still 6 behind
+    engine.catch_up()
+    raised = runner.evaluate()
+    assert raised is not None and sorted(a.kind for a in raised) == ["task_overdue"] * 6
+    with database.engine.connect() as conn:
+        assert alerts.last_run(conn) is not None
+    assert alert_config(settings).progress.at_risk == Decimal("0.7")  # the settings are what alerts judge by
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE salesplan_projections SET status = 'failed' WHERE name = 'pipeline'")
+    assert runner.evaluate() is None  # a stopped projection is stale: no evaluation on it
