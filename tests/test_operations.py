@@ -99,6 +99,11 @@ def test_version_and_every_setting_in_help(sqlite_url: str, tmp_path: Path) -> N
     assert "SALESPLAN_DATABASE_URL (default sqlite:///salesplan.db)" in shown
 
 
+def test_the_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert [env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in readme] == []
+
+
 def test_token_create_prints_the_secret_alone_and_touches_only_the_tokens_table(sqlite_url: str,
                                                                                  tmp_path: Path) -> None:
     done = salesplan("token", "create", "--role", "viewer", "--label", "bi", url=sqlite_url, cwd=tmp_path)
