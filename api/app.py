@@ -30,8 +30,9 @@ from starlette.routing import Match, Route
 
 from api import errors
 from api.auth import AuthMiddleware, Message, Receive, Scope, Send
+from api.build import version
 from api.deps import POSITION_HEADER, CountingPlanning, Services
-from api.metrics import MeasuredEngine, Metrics, MetricsMiddleware, version
+from api.metrics import MeasuredEngine, Metrics, MetricsMiddleware
 from api.processes import run_processes
 from api.routes import (
     analytics,

@@ -48,7 +48,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _version(value: bool) -> None:
     if value:
-        from api.metrics import version
+        from api.build import version
 
         typer.echo(f"salesplan {version()}")
         raise typer.Exit()

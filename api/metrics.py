@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -39,6 +38,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import compile_path
 
+from api.build import version
 from domain.application import SalesPlanning
 from domain.persistence import Database
 from projections.engine import PoisonEvent, Projection, ProjectionEngine
@@ -54,14 +54,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def version() -> str:
-    """The installed distribution's version (``0+unknown`` when run from a bare source tree)."""
-    try:
-        return metadata.version("salesplan")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class Metrics:
