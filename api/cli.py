@@ -130,6 +130,7 @@ def _log_config() -> dict[str, Any]:
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
     config["loggers"]["salesplan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}  # libraries' warnings, masked too
     return config
 
 

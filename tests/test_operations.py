@@ -178,6 +178,29 @@ def test_redaction_masks_url_and_dsn_passwords() -> None:
     assert PASSWORD not in repr(Settings(database_url=f"postgresql://u:{PASSWORD}@h/db"))
 
 
+def test_serve_masks_every_log_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging.config
+
+    from api.cli import _log_config
+
+    saved, level = list(logging.getLogger().handlers), logging.getLogger().level
+    logging.config.dictConfig(_log_config())
+    try:
+        url = f"postgresql://u:{PASSWORD}@h/db"
+        logging.getLogger("sqlalchemy.pool").warning("reconnecting to %s", url)  # a library's, through the root
+        logging.getLogger("salesplan.api").info("on %s", url)
+        logging.getLogger("uvicorn.error").error("failed: %s", url)
+    finally:  # leave logging as pytest had it: other tests capture through the root logger
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "salesplan"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+        root = logging.getLogger()
+        root.handlers[:] = saved
+        root.setLevel(level)
+    logged = capsys.readouterr().err
+    assert logged.count("postgresql://u:***@h/db") == 3 and PASSWORD not in logged
+
+
 def test_log_records_are_redacted_and_still_formatted() -> None:
     from uvicorn.logging import AccessFormatter
 
