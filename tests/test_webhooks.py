@@ -245,6 +245,7 @@ def test_the_real_sender_posts_signed_bytes_and_follows_no_redirect() -> None:
 
 def test_retry_after_is_read_in_seconds_and_as_a_date() -> None:
     assert webhooks._retry_after("120") == timedelta(seconds=120)
+    assert webhooks._retry_after("9" * 40) == timedelta(days=7)
     assert webhooks._retry_after(None) is None and webhooks._retry_after("soon") is None
     in_a_minute = datetime.now(UTC) + timedelta(minutes=1)
     parsed = webhooks._retry_after(in_a_minute.strftime("%a, %d %b %Y %H:%M:%S GMT"))

@@ -216,7 +216,7 @@ def _retry_after(value: str | None) -> timedelta | None:
         return None
     value = value.strip()
     if value.isdigit():
-        return timedelta(seconds=int(value))
+        return timedelta(seconds=min(int(value), 7 * 86400))  # a week at most: an absurd value cannot overflow
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
