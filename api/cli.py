@@ -350,13 +350,12 @@ def alerts_evaluate() -> None:
     """Evaluate deviation alerts now (serve and project also do it every SALESPLAN_ALERT_EVALUATION_SECONDS)."""
     from datetime import UTC, datetime
 
-    from api.processes import alert_config
     from projections.processes import alerts
 
     settings = Settings()
     app, engine = _open(settings)
     engine.catch_up()
-    for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC), config=alert_config(settings)):
+    for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC), config=settings.alert_config()):
         console.print(f"{alert.kind:18} {alert.message}", markup=False)
 
 

@@ -8,6 +8,7 @@ hence a clock and not a subscription. An evaluation waits while the projections 
 more than one batch behind the log (a worker catching up a long history would otherwise raise
 and resolve alerts that were never true) or stopped on a poison event.
 
+What the evaluation judges by is ``Settings.alert_config`` (the thresholds /progress uses too).
 A failed round is logged and tried again next round: deliveries stay queued, nothing is lost.
 """
 
@@ -25,16 +26,8 @@ from api.settings import Settings
 from domain.persistence import Database
 from projections.engine import FAILED, ProjectionEngine
 from projections.processes import alerts, webhooks
-from projections.queries.progress import ProgressConfig
 
 log = logging.getLogger("salesplan.processes")
-
-
-def alert_config(settings: Settings) -> alerts.AlertConfig:
-    """How deviation alerts are judged, from the settings: the one place every scheduled evaluation takes it from."""
-    progress = ProgressConfig(ahead=settings.pace_ahead, on_track=settings.pace_on_track,
-                              at_risk=settings.pace_at_risk, stage_probabilities=settings.stage_probabilities)
-    return alerts.AlertConfig(progress=progress)
 
 
 def deliver(database: Database, settings: Settings, now: datetime) -> webhooks.DeliveryRun:
@@ -76,7 +69,7 @@ class ProcessRunner:
             return None
         started = time.perf_counter()
         try:
-            raised = alerts.raise_alerts(self.database, at=self.clock(), config=alert_config(self.settings))
+            raised = alerts.raise_alerts(self.database, at=self.clock(), config=self.settings.alert_config())
         except Exception:
             if self.metrics:
                 self.metrics.alert_run_errors.inc()

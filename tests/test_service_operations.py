@@ -385,7 +385,7 @@ def test_a_worker_whose_metrics_port_is_taken_still_projects(sqlite_db_url: str,
 
 def test_alerts_wait_for_the_projections_they_read_to_catch_up(database: Database) -> None:
     from api.metrics import MeasuredEngine, Metrics
-    from api.processes import ProcessRunner, alert_config
+    from api.processes import ProcessRunner
     from api.settings import Settings
     from domain.application import SalesPlanning
     from projections.registry import all_projections
@@ -410,7 +410,7 @@ def test_alerts_wait_for_the_projections_they_read_to_catch_up(database: Databas
     assert raised is not None and sorted(a.kind for a in raised) == ["task_overdue"] * 6
     with database.engine.connect() as conn:
         assert alerts.last_run(conn) is not None
-    assert alert_config(settings).progress.at_risk == Decimal("0.7")  # the settings are what alerts judge by
+    assert settings.alert_config().measure.at_risk == Decimal("0.7")  # the settings are what alerts judge by
     with database.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE salesplan_projections SET status = 'failed' WHERE name = 'pipeline'")
     assert runner.evaluate() is None  # a stopped projection is stale: no evaluation on it
