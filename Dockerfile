@@ -24,6 +24,8 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin salesplan \
 USER salesplan
 WORKDIR /data
 
-EXPOSE 8000
+# In a container the worker's metrics must be reachable from outside it (the API's are on 8000).
+ENV SALESPLAN_WORKER_METRICS_HOST=0.0.0.0
+EXPOSE 8000 9464
 # Exec form: the process is PID 1 and gets SIGTERM directly (uvicorn and the workers stop cleanly).
 CMD ["salesplan", "serve", "--host", "0.0.0.0"]

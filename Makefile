@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench demo project clean
+.PHONY: run test lint typecheck install-check bench demo project clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("salesplan needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -20,8 +20,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check domain projections api tests
+	$(BIN)/ruff check domain projections api tests .ci/install_check.py
+	$(MAKE) --no-print-directory typecheck
+
+typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# What users get: `pip install .` without extras (as the Dockerfile does), in a fresh virtualenv.
+install-check:
+	$(PYTHON) .ci/install_check.py
 
 bench: $(STAMP)
 	$(BIN)/salesplan bench

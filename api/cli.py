@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sys
 import threading
-import time
+import traceback
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,27 +16,122 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from api.settings import Settings
+from api.redaction import RedactingFilter, install_log_redaction, mask_url, redact
+from api.settings import Settings, env_name
 
-cli = typer.Typer(help="salesplan: event-sourced sales-plan management.", no_args_is_help=True, add_completion=False)
+
+def _settings_help() -> str:
+    """Every setting's environment variable, its default and what it does (for ``--help``)."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, str):
+            shown = mask_url(default)
+        elif isinstance(default, dict | list):
+            shown = json.dumps(default, default=str)
+        else:
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+        lines.append(f"  {env_name(name)} (default {shown}){': ' + field.description if field.description else ''}")
+    lines.append("  SALESPLAN_DEBUG=1 prints the traceback of an unexpected error (passwords masked)")
+    # \b keeps click from re-flowing the paragraph: one setting a line.
+    return "Settings, read from the environment:\n\n\b\n" + "\n".join(lines)
+
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)  # main() prints errors, with secrets masked
 token_cli = typer.Typer(help="Issue, list and revoke API bearer tokens.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
-console = Console()
+# soft_wrap: lines are never broken at a guessed width (logs and pipes have none).
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
-def _open(settings: Settings) -> Any:
-    from domain.application import SalesPlanning
+def _version(value: bool) -> None:
+    if value:
+        from api.build import version
+
+        typer.echo(f"salesplan {version()}")
+        raise typer.Exit()
+
+
+@cli.callback(epilog=_settings_help())
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """salesplan: event-sourced sales-plan management."""
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+
+
+def _connect(settings: Settings) -> Any:
+    """The configured database; a URL that cannot be used is a clear error, not a traceback."""
+    import sqlalchemy.exc
+
     from domain.persistence import open_database
+
+    try:
+        return open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms)
+    except (sqlalchemy.exc.ArgumentError, ValueError, ImportError) as error:
+        err.print(f"{env_name('database_url')}={mask_url(settings.database_url)} cannot be used: "
+                  f"{redact(str(error))}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _database(settings: Settings) -> Any:
+    """The database alone (no projections): what the token commands need, and all they touch."""
+    from api.tokens import ensure_table
+
+    database = _connect(settings)
+    ensure_table(database)
+    return database
+
+
+def _open(settings: Settings, metrics: Any = None) -> Any:
+    from domain.application import SalesPlanning
     from projections.engine import ProjectionEngine
+    from projections.processes import alerts
     from projections.registry import all_projections
 
-    app = SalesPlanning(open_database(settings.database_url, lock_timeout_ms=settings.lock_timeout_ms))
-    engine = ProjectionEngine(app, all_projections(), batch_size=settings.projection_batch_size)
-    engine.setup()
-    from projections.processes import alerts
+    app = SalesPlanning(_connect(settings))
+    if metrics is None:
+        engine = ProjectionEngine(app, all_projections(), batch_size=settings.projection_batch_size)
+    else:
+        from api.metrics import MeasuredEngine
 
+        engine = MeasuredEngine(app, all_projections(), settings.projection_batch_size, metrics)
+    engine.setup()
     alerts.setup(app.database)
     return app, engine
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A table on a terminal; plain aligned columns, never truncated, anywhere else (pipes, logs)."""
+    if console.is_terminal:
+        table = Table(*headers)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in (headers, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with passwords masked, and the salesplan loggers on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = json.loads(json.dumps(LOGGING_CONFIG))
+    config["filters"] = {"redact": {"()": RedactingFilter}}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    config["loggers"]["salesplan"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}  # libraries' warnings, masked too
+    return config
 
 
 @cli.command()
@@ -42,51 +139,67 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
 ) -> None:
-    """Run the HTTP API (with the projections caught up in-process unless SALESPLAN_INLINE_PROJECTIONS=false)."""
+    """Run the HTTP API (with the projections, alerts and webhooks in-process unless SALESPLAN_INLINE_PROJECTIONS=false)."""
     import uvicorn
 
     from api.app import create_app
 
     settings = Settings()
-    console.print(f"salesplan on [bold]{settings.database_url}[/bold]; docs at http://{host or settings.host}:"
-                  f"{port or settings.port}/docs")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    host, port = host or settings.host, port or settings.port
+    inline = "projections, alerts and webhooks inline" if settings.inline_projections else "no inline projections"
+    err.print(f"salesplan on {mask_url(settings.database_url)} ({inline}); docs at http://{host}:{port}/docs",
+              markup=False, highlight=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
 
 
 @cli.command()
 def project() -> None:
-    """Run the projection workers until stopped (PostgreSQL: woken by new events; SQLite: polling)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Run the projection workers, the alert evaluation and webhook deliveries until stopped (SIGTERM/Ctrl-C)."""
+    from prometheus_client import start_http_server
+
+    from api.metrics import Metrics
+    from api.processes import run_processes
+
+    _configure_logging()
+    log = logging.getLogger("salesplan.worker")
     settings = Settings()
-    _app, engine = _open(settings)
+    metrics = Metrics(http=False)
+    _app, engine = _open(settings, metrics)
     stop = threading.Event()
+
+    def stopping(*_: Any) -> None:
+        stop.set()
+        engine.wake.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    console.print(f"projecting {', '.join(engine.projections)} from {settings.database_url}; Ctrl-C stops")
-    watcher = threading.Thread(target=_alert_loop, args=(_app, stop, settings), daemon=True)
-    watcher.start()
-    engine.run_forever(stop, settings.projection_poll_seconds,
-                       on_error=lambda e: console.print(f"[red]{e}[/red]"))
-    watcher.join(timeout=10)
-
-
-def _alert_loop(app: Any, stop: threading.Event, settings: Settings) -> None:
-    """Alerts depend on the passage of time: evaluate them now and then, deliver webhooks often."""
-    from datetime import UTC, datetime
-
-    from projections.processes import alerts, webhooks
-
-    log = logging.getLogger("salesplan.alerts")
-    next_evaluation = 0.0
-    while not stop.wait(settings.alert_delivery_seconds):
+        signal.signal(sig, stopping)
+    server = None
+    if settings.worker_metrics:
         try:
-            if time.monotonic() >= next_evaluation:
-                raised = alerts.raise_alerts(app.database, at=datetime.now(UTC), config=settings.alert_config())
-                log.info("alerts evaluated: %d open", len(raised))
-                next_evaluation = time.monotonic() + settings.alert_evaluation_seconds
-            webhooks.deliver_pending(app.database, now=datetime.now(UTC))
-        except Exception:  # a failed round is retried next round; deliveries stay queued
-            log.exception("alert round failed; retrying")
+            server, _thread = start_http_server(settings.worker_metrics_port, settings.worker_metrics_host,
+                                                registry=metrics.registry)
+        except OSError as error:
+            # Projecting matters more than being watched: carry on, loudly, without the endpoint.
+            log.error("cannot serve metrics on %s:%d (%s): projecting without them; set %s to a free port, or %s=false",
+                      settings.worker_metrics_host, settings.worker_metrics_port, error,
+                      env_name("worker_metrics_port"), env_name("worker_metrics"))
+        else:
+            log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, server.server_port)
+    log.info("projecting %s from %s; SIGTERM or Ctrl-C stops", ", ".join(engine.projections),
+             mask_url(settings.database_url))
+    processes = threading.Thread(target=run_processes, args=(engine, settings, stop), kwargs={"metrics": metrics},
+                                 name="salesplan-processes", daemon=True)
+    processes.start()
+    try:
+        engine.run_forever(stop, settings.projection_poll_seconds,
+                           on_error=lambda e: log.error("projection stopped: %s", e))
+    finally:
+        stop.set()
+        processes.join(timeout=30)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    log.info("stopped")
 
 
 @cli.command()
@@ -118,28 +231,48 @@ def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections 
 
 
 @cli.command()
-def status() -> None:
-    """Each projection's position, the log's head, and the lag."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """Each projection's position, the log's head, the lag and any error."""
     from projections import bi
 
-    app, engine = _open(Settings())
+    settings = Settings()
+    app, engine = _open(settings)
+    statuses = engine.status()
     with app.database.engine.connect() as conn:
         failures = bi.rebuild_failures(conn)
-    table = Table("projection", "status", "position", "head", "lag (events)", "lag (s)", "error", "last rebuild")
-    for s in engine.status():
-        failed = failures.get(s.name)
-        table.add_row(s.name, s.status, str(s.position), str(s.head), str(s.lag_events), f"{s.lag_seconds:.1f}",
-                      f"at {s.error_position}: {s.error}" if s.error else "",
-                      f"failed {failed.failed_at:%Y-%m-%d %H:%M}, rolled back: {failed.error}" if failed else "")
-    console.print(table)
+    if as_json:
+        from dataclasses import asdict
+
+        head = statuses[0].head if statuses else engine.head()
+        print(json.dumps({"database": mask_url(settings.database_url), "head": head,
+                          "projections": [asdict(s) for s in statuses],
+                          "rebuild_failures": {name: {"failed_at": f.failed_at.isoformat(), "error": f.error}
+                                               for name, f in failures.items()}}, indent=2))
+        return
+    err.print(f"database {mask_url(settings.database_url)}", markup=False, highlight=False)
+    _print_table(["projection", "status", "position", "head", "lag (events)", "lag (s)", "error", "last rebuild"], [
+        [s.name, s.status, str(s.position), str(s.head), str(s.lag_events), f"{s.lag_seconds:.1f}",
+         f"at {s.error_position}: {s.error}" if s.error else "",
+         f"failed {failures[s.name].failed_at:%Y-%m-%d %H:%M}, rolled back: {failures[s.name].error}"
+         if s.name in failures else ""] for s in statuses])
 
 
 @cli.command()
 def retry(name: str) -> None:
     """Let a projection stopped by a failing event try it again (after the fix is deployed)."""
     _app, engine = _open(Settings())
+    if name not in engine.projections:
+        err.print(f"no projection {name!r}; known: {', '.join(engine.projections)}", markup=False)
+        raise typer.Exit(1)
+    current = next(s for s in engine.status() if s.name == name)
+    if current.status != "failed":
+        err.print(f"{name} is {current.status}, not stopped by an error: nothing to retry", markup=False)
+        return
     engine.retry(name)
-    console.print(f"{name}: error cleared; the workers will retry from its position")
+    err.print(f"{name}: error at position {current.error_position} cleared; the workers retry from {current.position}",
+              markup=False)
 
 
 @cli.command()
@@ -148,8 +281,20 @@ def demo(seed: Annotated[int, typer.Option(help="Random seed.")] = 7) -> None:
     from api.demo import write_demo
 
     app, engine = _open(Settings())
-    summary = write_demo(app, seed=seed)
-    engine.catch_up()
+    if not err.is_terminal:  # logs and pipes: a line now and then instead of a live bar
+        def report(events: int) -> None:
+            if events % 500 == 0:
+                err.print(f"demo: {events:,} events written…", highlight=False)
+
+        summary = write_demo(app, seed=seed, progress=report)
+        err.print(f"demo: {summary.events:,} events written; bringing the projections up to date…", highlight=False)
+        engine.catch_up()
+    else:
+        with Progress(TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} events"), console=err) as bar:
+            task = bar.add_task("writing the demo quarter", total=None)
+            summary = write_demo(app, seed=seed, progress=lambda events: bar.update(task, completed=events))
+            bar.update(task, description="bringing the projections up to date", completed=summary.events)
+            engine.catch_up()
     console.print(summary.format())
 
 
@@ -159,39 +304,49 @@ def token_create(
     role: Annotated[str | None, typer.Option(help="admin | manager | rep | viewer (default: the member's role).")] = None,
     label: Annotated[str, typer.Option(help="What the token is for.")] = "",
 ) -> None:
-    """Issue a bearer token; the secret is shown once and stored only as a hash."""
+    """Issue a bearer token: the secret alone on stdout (shown once, stored only as a hash), the rest on stderr."""
     from api.tokens import TokenError, create_token
 
-    app, _engine = _open(Settings())
+    database = _database(Settings())
     try:
-        token_id, secret = create_token(app.database, role=role, member_id=member, label=label)
+        token_id, secret = create_token(database, role=role, member_id=member, label=label)
     except TokenError as error:
-        console.print(f"[red]{error}[/red]")
+        err.print(f"{error}", markup=False)
         raise typer.Exit(2) from None
-    console.print(f"token id {token_id}\n{secret}")
+    err.print(f"token {token_id} created; its secret follows, shown only this once", markup=False)
+    print(secret)
 
 
 @token_cli.command("revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token: it is refused from the next request on."""
-    from api.tokens import revoke_token
+    from api.tokens import revoke_token, token_info
 
-    app, _engine = _open(Settings())
-    revoke_token(app.database, token_id)
-    console.print(f"revoked {token_id}")
+    database = _database(Settings())
+    if revoke_token(database, token_id):
+        err.print(f"revoked {token_id}", markup=False)
+        return
+    info = token_info(database, token_id)
+    if info is None:
+        err.print(f"no token {token_id!r} (salesplan token list shows them)", markup=False)
+        raise typer.Exit(1)
+    err.print(f"{token_id} was already revoked at {info.revoked_at}", markup=False)
 
 
 @token_cli.command("list")
-def token_list() -> None:
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
     """List tokens (never their secrets)."""
     from api.tokens import list_tokens
 
-    app, _engine = _open(Settings())
-    table = Table("id", "role", "member", "label", "created", "revoked")
-    for t in list_tokens(app.database):
-        table.add_row(*(str(getattr(t, k) or "") for k in ("id", "role", "member_id", "label", "created_at",
-                                                           "revoked_at")))
-    console.print(table)
+    tokens = list_tokens(_database(Settings()))
+    keys = ("id", "role", "member_id", "label", "created_at", "revoked_at")
+    if as_json:
+        print(json.dumps({"tokens": [{k: getattr(t, k) for k in keys} for t in tokens]}, default=str, indent=2))
+        return
+    _print_table(["id", "role", "member", "label", "created", "revoked"],
+                 [[str(getattr(t, k) or "") for k in keys] for t in tokens])
 
 
 alerts_cli = typer.Typer(help="Deviation alerts and their webhook deliveries.", no_args_is_help=True)
@@ -200,7 +355,7 @@ cli.add_typer(alerts_cli, name="alerts")
 
 @alerts_cli.command("evaluate")
 def alerts_evaluate() -> None:
-    """Evaluate deviation alerts now (the projection worker also does this periodically)."""
+    """Evaluate deviation alerts now (serve and project also do it every SALESPLAN_ALERT_EVALUATION_SECONDS)."""
     from datetime import UTC, datetime
 
     from projections.processes import alerts
@@ -209,18 +364,20 @@ def alerts_evaluate() -> None:
     app, engine = _open(settings)
     engine.catch_up()
     for alert in alerts.raise_alerts(app.database, at=datetime.now(UTC), config=settings.alert_config()):
-        console.print(f"{alert.kind:18} {alert.message}")
+        console.print(f"{alert.kind:18} {alert.message}", markup=False)
 
 
 @alerts_cli.command("deliver")
 def alerts_deliver() -> None:
-    """Deliver queued webhook notifications now (retries keep their backoff)."""
+    """Deliver the webhook notifications that are due now (retries keep their backoff)."""
     from datetime import UTC, datetime
 
-    from projections.processes import webhooks
+    from api.processes import deliver
 
-    app, _engine = _open(Settings())
-    console.print(webhooks.deliver_pending(app.database, now=datetime.now(UTC)))
+    settings = Settings()
+    app, _engine = _open(settings)
+    run = deliver(app.database, settings, datetime.now(UTC))
+    console.print(f"{len(run.delivered)} delivered, {len(run.failed)} failed (retried later)")
 
 
 @cli.command()
@@ -247,7 +404,26 @@ def bench(
 
 
 def main() -> None:
-    cli()
+    """The ``salesplan`` entry point: an unexpected error is one masked message (a traceback with SALESPLAN_DEBUG)."""
+    import os
+
+    try:
+        cli()
+    except Exception as error:
+        import sqlalchemy.exc
+        from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+        from domain.application import StoreUnavailable
+
+        if isinstance(error, sqlalchemy.exc.OperationalError | StoreOperationalError | StoreUnavailable):
+            first = str(getattr(error, "orig", None) or error).strip().splitlines()
+            message = f"the database is unavailable: {first[0] if first else type(error).__name__}"
+        else:
+            message = f"{type(error).__name__}: {error}"
+        if os.environ.get("SALESPLAN_DEBUG"):
+            sys.stderr.write(redact("".join(traceback.format_exception(error))))
+        sys.stderr.write(f"salesplan: {redact(message)}\n")
+        sys.exit(1)
 
 
 @cli.command("import-crm")

@@ -16,6 +16,7 @@ demo company and writes nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -147,10 +148,12 @@ def demo_quarter(requested: str, now: datetime) -> Period:
     return period
 
 
-def write_demo(app: SalesPlanning, *, seed: int = 7, quarter: str = "2026-Q1", deals: int | None = None) -> DemoSummary:
+def write_demo(app: SalesPlanning, *, seed: int = 7, quarter: str = "2026-Q1", deals: int | None = None,
+               progress: Callable[[int], None] | None = None) -> DemoSummary:
     """Write a demo quarter into the application's database; skip it when it is there already.
 
-    ``deals`` overrides how many deals are opened (by default a few hundred, drawn from the seed).
+    ``deals`` overrides how many deals are opened (by default a few hundred, drawn from the seed);
+    ``progress`` is told the number of commands written so far, now and then.
     """
     now = app.clock()
     period = demo_quarter(quarter, now)
@@ -168,7 +171,7 @@ def write_demo(app: SalesPlanning, *, seed: int = 7, quarter: str = "2026-Q1", d
             pass
         else:
             return DemoSummary(seed=seed, quarter=period.key, company_id=company, already_present=True)
-        demo = _Demo(app, seed, period, now, deals)
+        demo = _Demo(app, seed, period, now, deals, progress)
         demo.write()
     return demo.summary
 
@@ -189,6 +192,7 @@ class _Demo:
     period: Period
     now: datetime
     deal_count: int | None
+    progress: Callable[[int], None] | None = None
     rng: random.Random = field(init=False)
     start: datetime = field(init=False)
     end: datetime = field(init=False)
@@ -223,6 +227,8 @@ class _Demo:
 
     def done(self, result: CommandResult) -> CommandResult:
         self.summary.events += 1
+        if self.progress is not None and self.summary.events % 50 == 0:
+            self.progress(self.summary.events)
         return result
 
     # --- the story ----------------------------------------------------------------------

@@ -116,6 +116,15 @@ def revoke_token(database: Database, token_id: str) -> bool:
         ).rowcount)
 
 
+def token_info(database: Database, token_id: str) -> TokenInfo | None:
+    """The token with this id (revoked or not), or None."""
+    t = tokens_table.c
+    with database.engine.connect() as conn:
+        r = conn.execute(sa.select(t.id, t.role, t.member_id, t.label, t.created_at, t.revoked_at)
+                         .where(t.id == token_id)).first()
+    return None if r is None else TokenInfo(r.id, r.role, r.member_id, r.label, r.created_at, r.revoked_at)
+
+
 def list_tokens(database: Database) -> list[TokenInfo]:
     """Every token issued, newest first (no secrets: they are not stored)."""
     ensure_table(database)

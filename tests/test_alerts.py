@@ -23,6 +23,7 @@ The run of 25 March 00:00 (share 0.922222), after the second half was recorded:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import threading
@@ -202,6 +203,12 @@ def test_evaluation_is_a_query_at_any_cut(app: SalesPlanning, quarter: RetroQuar
         assert list_alerts(conn, open_only=False) == []
 
 
+def standard_signature(headers: Mapping[str, str], body: bytes) -> str:
+    """The Standard Webhooks signature: base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}"."""
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(SECRET.encode(), signed, hashlib.sha256).digest()).decode()
+
+
 class Receiver:
     """A fake endpoint: checks every signature, fails while told to."""
 
@@ -210,8 +217,7 @@ class Receiver:
         self.received: list[tuple[str, bytes, dict[str, str]]] = []
 
     def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["Salesplan-Signature"] == expected
+        assert headers["webhook-signature"] == standard_signature(headers, body)
         if self.failing:
             return 503
         self.received.append((url, body, dict(headers)))
@@ -224,7 +230,7 @@ def test_deliveries_survive_a_receiver_that_is_down_and_back_off(app: SalesPlann
     raise_alerts(db, at=MID_MARCH, config=CONFIG)
     receiver = Receiver()
 
-    down = deliver_pending(db, now=MID_MARCH, send=receiver)
+    down = deliver_pending(db, now=MID_MARCH, send=receiver, jitter=lambda delay: delay)
     assert (len(down.delivered), len(down.failed)) == (0, 8)
     with db.engine.connect() as conn:
         pending = list_deliveries(conn, pending_only=True)
@@ -236,9 +242,9 @@ def test_deliveries_survive_a_receiver_that_is_down_and_back_off(app: SalesPlann
     up = deliver_pending(db, now=MID_MARCH + timedelta(seconds=30), send=receiver)
     assert (len(up.delivered), len(up.failed)) == (8, 0)
     assert {url for url, _, _ in receiver.received} == {hook.url}
-    assert all(h["Salesplan-Event"] == "alert.raised" and h["Content-Type"] == "application/json"
-               for _, _, h in receiver.received)
-    assert len({h["Salesplan-Delivery"] for _, _, h in receiver.received}) == 8
+    assert all(b'"type":"alert.raised"' in body and h["Content-Type"] == "application/json"
+               for _, body, h in receiver.received)
+    assert len({h["webhook-id"] for _, _, h in receiver.received}) == 8
     with db.engine.connect() as conn:
         assert list_deliveries(conn, pending_only=True) == []
         assert {(d.attempts, d.delivered_at) for d in list_deliveries(conn)} == {(2, MID_MARCH + timedelta(seconds=30))}
@@ -258,7 +264,7 @@ def test_deliveries_survive_a_receiver_that_is_down_and_back_off(app: SalesPlann
     now = LATE_MARCH
     waits = []
     for _ in range(9):
-        assert len(deliver_pending(db, now=now, send=receiver).failed) == 4
+        assert len(deliver_pending(db, now=now, send=receiver, jitter=lambda delay: delay).failed) == 4
         with db.engine.connect() as conn:
             pending = list_deliveries(conn, pending_only=True)
         assert len({d.next_attempt_at for d in pending}) == 1
@@ -310,8 +316,8 @@ def test_a_real_receiver_that_refuses_connections_then_comes_up(app: SalesPlanni
     assert len(up.delivered) == 8 and up.failed == []
     assert len(received) == 8
     for headers, body in received:
-        assert headers["Salesplan-Signature"] == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert b'"event":"alert.raised"' in body
+        assert headers["webhook-signature"] == standard_signature(headers, body)
+        assert b'"type":"alert.raised"' in body
 
 
 def test_webhook_endpoints_are_checked(app: SalesPlanning, quarter: RetroQuarter) -> None:

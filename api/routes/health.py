@@ -7,11 +7,13 @@ from typing import Any
 import sqlalchemy as sa
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from api import schemas as s
 from api.deps import GuardDep, Services, ServicesDep
 from api.errors import PROBLEM_RESPONSES
+from api.metrics import CONTENT_TYPE
+from api.redaction import redact
 from projections import bi
 
 router = APIRouter(tags=["operations"])
@@ -46,7 +48,7 @@ def check_readiness(services: ServicesDep) -> Any:
             conn.execute(sa.text("select 1"))
         statuses = projection_statuses(services)
     except (sa.exc.SQLAlchemyError, StoreOperationalError) as error:
-        body = s.ReadyOut(status="unavailable", database=str(error).splitlines()[0][:200], projections=[])
+        body = s.ReadyOut(status="unavailable", database=redact(str(error).splitlines()[0])[:200], projections=[])
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
     failed = any(st.status == "failed" for st in statuses)
     body = s.ReadyOut(status="degraded" if failed else "ready", database="ok", projections=statuses)
@@ -58,8 +60,7 @@ def check_readiness(services: ServicesDep) -> Any:
         **PROBLEM_RESPONSES, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"},
     },
 )
-def get_metrics(services: ServicesDep, guard: GuardDep) -> PlainTextResponse:
-    """Prometheus text format: requests, latencies, events appended, each projection's position and lag."""
+def get_metrics(services: ServicesDep, guard: GuardDep) -> Response:
+    """Prometheus text format: runtime, requests, projections (throughput, batches, errors, lag), webhooks, pool."""
     guard.reporting()
-    text = services.metrics.render(services.engine.head(), services.engine.status())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
