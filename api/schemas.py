@@ -757,8 +757,13 @@ class PipelineDealOut(Out):
     deal_id: UUID
     name: str
     owner_id: UUID
+    owner_name: str | None
+    unit_id: UUID | None = Field(description="Where the deal counts: its owner's unit when it closed, or now")
+    unit_name: str | None
     account_id: UUID | None
+    account_name: str | None
     product_id: UUID
+    product_name: str | None
     product_line: str
     region: str
     segment: str

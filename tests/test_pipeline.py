@@ -441,6 +441,13 @@ def test_unit_filters_follow_the_owner_and_the_assignee_at_the_time(
         assert deals_in(s.west, Cut(head), AFTER_ALL, status="open", limit=1) == {s.side}
         # As known before the move was recorded, Ann is still in East Team.
         assert deals_in(s.east, Cut(s.known_before_move), AFTER_ALL) == {s.big_co, s.side, s.quick}
+        # Each row names what it points to, and says where the deal counts: the quick win in East Team, where Ann
+        # was when she won it; the side deal in West, where she is now.
+        named = {d.deal_id: d for d in pipeline_deals(conn, cut=Cut(head), at=AFTER_ALL)}
+        assert (named[s.quick].owner_name, named[s.quick].unit_id, named[s.quick].unit_name) == (
+            "Ann", s.east_team, "East Team")
+        assert (named[s.side].unit_id, named[s.side].unit_name) == (s.west, "West")
+        assert (named[s.side].product_name, named[s.side].account_name) == ("Analytics Suite", "Big Co")
 
         def task_ids(unit: UUID, cut: Cut, at: datetime) -> list[UUID]:
             return [t.task_id for t in tasks(conn, cut=cut, at=at, unit_id=unit)]

@@ -18,7 +18,7 @@ from projections.queries.pipeline import deal_detail, pipeline_deals, stage_summ
 
 router = APIRouter(tags=["pipeline"], responses={**PROBLEM_RESPONSES, **POSITIONED})
 
-PIPELINE: Final = ("progress", "pipeline")  # deals are in the ledger, stays and tasks in the pipeline
+PIPELINE: Final = ("progress", "pipeline", "catalogue")  # deals in the ledger, stays and tasks in the pipeline
 
 DayQuery = Annotated[s.Day | None, Query()]
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from domain import values as v
 from domain.errors import ValidationError
 from domain.task import TASK_STATUSES
+from projections.folds.catalogue import LIVE as CATALOGUE
 from projections.folds.pipeline import LIVE as PIPELINE
 from projections.folds.progress import LIVE as LEDGER
 from projections.history import Cut
@@ -59,8 +60,13 @@ class PipelineDeal:
     deal_id: UUID
     name: str
     owner_id: UUID
+    owner_name: str | None
+    unit_id: UUID | None  # where the deal counts: its owner's unit when it closed, or at ``at``
+    unit_name: str | None
     account_id: UUID | None
+    account_name: str | None
     product_id: UUID
+    product_name: str | None
     product_line: str
     region: str
     segment: str
@@ -332,16 +338,34 @@ def _with_stays(conn: Connection, rows: Sequence[Any], cut: Cut, at: datetime) -
             .order_by(s.deal_id, s.entered_position)
         ).mappings():
             stays[stay["deal_id"]].append(_stay(stay, cut, at))
-    return [
-        PipelineDeal(
-            deal_id=r["deal_id"], name=r["name"], owner_id=r["owner_id"], account_id=r["account_id"],
-            product_id=r["product_id"], product_line=r["product_line"], region=r["region"], segment=r["segment"],
+    org = Organisation(conn, cut, {r["owner_id"] for r in rows})
+    # Labels are the names as known at the position, like every read's.
+    labels = Cut(cut.position)
+    products = _names(conn, CATALOGUE.products, "product_id", labels, {r["product_id"] for r in rows})
+    accounts = _names(conn, CATALOGUE.accounts, "account_id", labels, {r["account_id"] for r in rows} - {None})
+    deals = []
+    for r in rows:
+        unit = org.unit_of(r["owner_id"], r["closed_at"] or at)
+        deals.append(PipelineDeal(
+            deal_id=r["deal_id"], name=r["name"], owner_id=r["owner_id"], owner_name=org.member_name(r["owner_id"]),
+            unit_id=unit, unit_name=org.tree.name(unit), account_id=r["account_id"],
+            account_name=accounts.get(r["account_id"]) if r["account_id"] else None, product_id=r["product_id"],
+            product_name=products.get(r["product_id"]), product_line=r["product_line"], region=r["region"],
+            segment=r["segment"],
             currency=r["currency"], amount=r["amount"], stage=r["stage"],
             status=r["stage"] if r["stage"] in v.CLOSED_STAGES else "open", expected_close=r["expected_close"],
             opened_at=r["opened_at"], closed_at=r["closed_at"], stage_entered_at=r["stage_entered_at"],
             last_stage_change_at=r["last_stage_change_at"],
             days_in_stage=_days(at - r["stage_entered_at"]).quantize(_TWO_PLACES), position=r["position"],
             changed_at=r["effective_at"], stages=tuple(stays[r["deal_id"]]),
-        )
-        for r in rows
-    ]
+        ))
+    return deals
+
+
+def _names(conn: Connection, table: sa.Table, key: str, cut: Cut, ids: set[Any]) -> dict[UUID, str]:
+    found: dict[UUID, str] = {}
+    ordered = sorted(ids, key=str)
+    for i in range(0, len(ordered), 500):
+        found.update({row[0]: row[1] for row in conn.execute(
+            sa.select(table.c[key], table.c.name).where(cut.where(table), table.c[key].in_(ordered[i:i + 500])))})
+    return found
