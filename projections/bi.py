@@ -223,7 +223,8 @@ _WINDOW: Final = {"window_start": "First day the target covers when less than it
 
 TABLES: Final[Mapping[str, tuple[str, Mapping[str, str]]]] = {
     "log_clock": ("Which log position the store had reached at each recorded time.",
-                  {"position": "A log position", "recorded_at": "When the store recorded it"}),
+                  {"position": "A log position", "recorded_at": "When the store recorded it",
+                   "known_at": "The latest recorded time up to this position: the log was known up to here from then"}),
     "progress_units": _history("unit (progress projection)", **_UNIT_COLUMNS),
     "progress_members": _history(
         "member (progress projection)", **_MEMBER_COLUMNS,
