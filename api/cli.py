@@ -385,21 +385,20 @@ def bench(
     events: Annotated[int, typer.Option(help="Size of the generated history rebuilt by the benchmark.")] = 1_000_000,
     runs: Annotated[int, typer.Option(help="Repetitions of each measurement (median, min, max).")] = 3,
     seconds: Annotated[float, typer.Option(help="Length of each load run.")] = 4.0,
-    admin_url: Annotated[str, typer.Option(help="A PostgreSQL database to create the bench database from.")] =
-        "postgresql+psycopg2://root@127.0.0.1:5432/postgres",
+    database_url: Annotated[str, typer.Option(help="The PostgreSQL database to benchmark in (emptied; created if "
+                                                   "missing).")] = "postgresql+psycopg2://root@127.0.0.1:5432/salesplan_bench",
+    only: Annotated[list[str] | None, typer.Option(help="Run only these sections (repeatable): import, rebuild, "
+                                                        "writes, reads, as_of, sqlite.")] = None,
+    reuse: Annotated[bool, typer.Option(help="Keep a history of --events already in the database instead of "
+                                             "importing it again.")] = False,
 ) -> None:
     """Measure salesplan against the machine's ceilings; print one table and write bench-results.json."""
-    from api.bench import BenchConfig, run_bench
+    from api.bench import BenchConfig, render, run_bench
 
-    config = BenchConfig(admin_url=admin_url, events=events, runs=runs, seconds=seconds)
+    config = BenchConfig(database_url=database_url, events=events, runs=runs, seconds=seconds, only=tuple(only or ()),
+                         reuse=reuse)
     figures = run_bench(config, lambda line: console.print(f"[dim]{line}[/dim]"))
-    table = Table("measure", "median", "min", "max", "unit", "ceiling (median)", "ratio", "goal")
-    for f in figures:
-        ceiling = f"{f.ceiling_median:,.2f} ({f.ceiling})" if f.ceiling_median is not None else ""
-        verdict = "" if f.goal is None else f"{f.goal}: " + ("[green]met[/green]" if f.goal_met else "[red]MISSED[/red]")
-        table.add_row(f.name + (f" [dim]{f.note}[/dim]" if f.note else ""), f"{f.median:,.2f}", f"{min(f.runs):,.2f}",
-                      f"{max(f.runs):,.2f}", f.unit, ceiling, "" if f.ratio is None else f"{f.ratio:.2f}", verdict)
-    Console(width=250).print(table)
+    Console(width=250).print(render(figures))
     console.print(f"written to {config.output}")
 
 
