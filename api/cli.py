@@ -203,8 +203,14 @@ def project() -> None:
 
 
 @cli.command()
-def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).")] = None) -> None:
+def rebuild(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Processes sharing the work (default: one per core).",
+                                                  min=1)] = None,
+) -> None:
     """Replay projections from zero into new tables, then switch (the old ones answer meanwhile)."""
+    from projections.registry import rebuild as rebuild_projections
+
     settings = Settings()
     _app, engine = _open(settings)
     chosen = names or list(engine.projections)
@@ -213,21 +219,19 @@ def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections 
         raise typer.BadParameter(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(engine.projections)}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>10} ev/s"), TimeRemainingColumn())
+    started = time.monotonic()
     with Progress(*columns, console=console) as bar:
-        for name in chosen:
-            task = bar.add_task(name, total=None, rate="")
-            started = [0.0]
+        tasks = {name: bar.add_task(name, total=None, rate="") for name in chosen}
 
-            def report(done: int, total: int, task: Any = task, started: list[float] = started) -> None:
-                import time
+        def report(name: str, done: int, total: int) -> None:
+            elapsed = time.monotonic() - started
+            bar.update(tasks[name], completed=done, total=total, rate=f"{done / elapsed:,.0f}" if elapsed else "")
 
-                now = time.monotonic()
-                started[0] = started[0] or now
-                rate = done / (now - started[0]) if now > started[0] else 0
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
-
-            position = engine.rebuild(name, progress=report)
-            bar.update(task, description=f"{name} ✓ switched at {position}")
+        switched = rebuild_projections(settings.database_url, chosen, processes=processes,
+                                       lock_timeout_ms=settings.lock_timeout_ms,
+                                       batch_size=settings.projection_batch_size, progress=report)
+        for name, position in switched.items():
+            bar.update(tasks[name], description=f"{name} ✓ switched at {position}")
 
 
 @cli.command()
