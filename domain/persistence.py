@@ -7,6 +7,7 @@ every projection, so that idempotency records, events and view rows can commit t
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,13 +58,16 @@ class FastJSONTranscoder(JSONTranscoder):
         return self._revive(parsed)
 
     def _revive(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            for k, item in value.items():
-                if isinstance(item, (dict, list)):
-                    value[k] = self._revive(item)
-            return self._decode_obj(value) if len(value) == 2 else value
-        if isinstance(value, list):
-            return [self._revive(item) if isinstance(item, (dict, list)) else item for item in value]
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                if type(item) is dict or type(item) is list:
+                    value[key] = self._revive(item)  # replacing a key's value while iterating is allowed
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                return self._decode_obj(value)
+            return value
+        if kind is list:
+            return [self._revive(item) if type(item) is dict or type(item) is list else item for item in value]
         return value
 
 
@@ -92,6 +96,22 @@ def driver_cursor(conn: Connection, statement: str) -> Iterator[Any]:
             cursor.close()
 
 
+def _bound(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+           processors: Sequence[Callable[[Any], Any] | None]) -> list[tuple[Any, ...]]:
+    """Each row's values in column order, through the columns' bind processors."""
+    get = operator.itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+    processed = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if not processed:
+        return [tuple(get(row)) for row in rows]
+    values = []
+    for row in rows:
+        items = list(get(row))
+        for i, process in processed:
+            items[i] = process(items[i])
+        values.append(tuple(items))
+    return values
+
+
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
                 returning: str | None = None) -> list[tuple[Any, ...]]:
     """A multi-row INSERT straight through the driver: the values SQLAlchemy would bind, without its per-row cost.
@@ -106,8 +126,7 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
         return []
     names = list(columns or rows[0].keys())
     dialect = conn.dialect
-    processors = [(name, proc) for name, proc in zip(names, bind_processors(table, names, dialect), strict=True)]
-    values = [tuple(row[n] if p is None else p(row[n]) for n, p in processors) for row in rows]
+    values = _bound(rows, names, bind_processors(table, names, dialect))
     column_list = ", ".join(f'"{n}"' for n in names)
     tail = f' RETURNING "{returning}"' if returning else ""
     if dialect.name == "postgresql":
@@ -151,10 +170,7 @@ class BatchingApplicationRecorder(SQLAlchemyApplicationRecorder):
         table = self.events_record_cls.__table__
         conn = session.connection()
         names = ("originator_id", "originator_version", "topic", "state")
-        processors = bind_processors(table, names, conn.dialect)
-        values = [tuple(v if p is None else p(v) for v, p in zip(
-            (e.originator_id, e.originator_version, e.topic, e.state), processors, strict=True))
-            for e in stored_events]
+        values = _bound([vars(e) for e in stored_events], names, bind_processors(table, names, conn.dialect))
         columns = "originator_id, originator_version, topic, state"
         if conn.dialect.name == "postgresql":
             from psycopg2.extras import execute_values

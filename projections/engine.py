@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
+from uuid import UUID
 
 import sqlalchemy as sa
 from eventsourcing.persistence import StoredEvent
@@ -236,12 +237,12 @@ class ProjectionEngine:
         return _LogRows([(int(r[0]), to_id(r[1]), int(r[2]), r[3], bytes(r[4])) for r in rows],
                         self.app.mapper.to_domain_event)
 
-    def _originator_id(self, conn: Connection) -> Callable[[Any], Any]:
-        """What the driver returns for an originator id, as SQLAlchemy's column type would turn it into a UUID."""
-        dialect = conn.dialect
-        column = self._events_table.c.originator_id
-        processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
-        return processor or (lambda value: value)
+    @staticmethod
+    def _originator_id(conn: Connection) -> Callable[[Any], Any]:
+        """An originator id as the driver returns it (16 bytes on SQLite; text or a UUID on PostgreSQL), as a UUID."""
+        if conn.dialect.name == "sqlite":
+            return lambda value: UUID(bytes=value)
+        return lambda value: value if isinstance(value, UUID) else UUID(value)
 
     # --- processing ---------------------------------------------------------------------
 
