@@ -20,11 +20,14 @@ runs before the command.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from starlette.concurrency import run_in_threadpool
@@ -136,6 +139,105 @@ def _marking(send: Send) -> Send:
     return marked
 
 
+# --- what the guard knows of the organisation ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    unit_id: UUID
+    role: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    parent_id: UUID | None
+    active: bool
+
+
+class Directory:
+    """Members' units and units' parents, as authorization needs them, cached in this process.
+
+    Kept current from the log: before answering, it reads which units and members the events
+    appended since it last looked have changed (one indexed range read of the log's tail) and
+    forgets those, at most once per ``max_age`` seconds; what this process saves itself is
+    forgotten at once (``forget``). So a request pays one small read instead of loading the
+    caller's member and every unit up the tree as aggregates. A change made by another process
+    is seen within ``max_age``.
+    """
+
+    TOPICS: Final = "domain.organisation:%"
+
+    def __init__(self, planning: SalesPlanning, max_age: float = 0.05) -> None:
+        self.planning = planning
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._members: dict[UUID, MemberInfo] = {}
+        self._units: dict[UUID, UnitInfo] = {}
+        self._position = planning.recorder.max_notification_id() or 0
+        self._checked = time.monotonic()
+        self._generation = 0
+        events = planning.recorder.events_table_name  # type: ignore[attr-defined]
+        self._changes = sa.text(
+            f"SELECT id, originator_id FROM {events} WHERE id > :position AND topic LIKE :topics "
+            f"UNION ALL SELECT max(id), NULL FROM {events}"
+        )
+
+    def member(self, member_id: UUID, field: str | None = None) -> MemberInfo:
+        """The member as the store has it now (NotFound naming ``field`` when there is none)."""
+        self._refresh()
+        info = self._members.get(member_id)
+        if info is None:
+            seen = self._generation
+            m = self.planning.get(Member, member_id, field)
+            info = MemberInfo(m.unit_id, m.role, m.active)
+            self._keep(seen, self._members, member_id, info)
+        return info
+
+    def unit(self, unit_id: UUID, field: str | None = None) -> UnitInfo:
+        self._refresh()
+        info = self._units.get(unit_id)
+        if info is None:
+            seen = self._generation
+            u = self.planning.get(Unit, unit_id, field)
+            info = UnitInfo(u.parent_id, u.active)
+            self._keep(seen, self._units, unit_id, info)
+        return info
+
+    def _keep(self, seen: int, cache: dict[UUID, Any], entity: UUID, info: Any) -> None:
+        # Only if nothing was forgotten while it loaded: it might have been this very entity.
+        with self._lock:
+            if self._generation == seen:
+                cache[entity] = info
+
+    def forget(self, ids: Iterable[UUID]) -> None:
+        with self._lock:
+            self._generation += 1
+            for entity in ids:
+                self._members.pop(entity, None)
+                self._units.pop(entity, None)
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.max_age:
+            return
+        with self._lock:
+            if now - self._checked < self.max_age:
+                return
+            with self.planning.database.engine.connect() as conn:
+                rows = conn.execute(self._changes, {"position": self._position, "topics": self.TOPICS}).all()
+            for position, entity in rows:
+                if entity is not None:
+                    self._generation += 1
+                    changed = entity if isinstance(entity, UUID) else (
+                        UUID(bytes=entity) if isinstance(entity, bytes) else UUID(str(entity)))
+                    self._members.pop(changed, None)
+                    self._units.pop(changed, None)
+                elif position is not None:
+                    self._position = max(self._position, int(position))
+            self._checked = now
+
+
 # --- authorization ---------------------------------------------------------------------
 
 
@@ -145,21 +247,20 @@ def forbidden(rule: str, detail: str) -> ApiProblem:
 
 @dataclass
 class Guard:
-    """One request's authorization checks, against the write model's current state."""
+    """One request's authorization checks, against the write model's current state (the organisation
+    through the ``Directory``)."""
 
     principal: Principal
     planning: SalesPlanning
-    _member: Member | None = field(default=None, init=False)
+    directory: Directory
 
     @property
     def role(self) -> str:
         return self.principal.role
 
-    def member(self) -> Member:
+    def member(self) -> MemberInfo:
         assert self.principal.member_id is not None, "only member tokens have a member"
-        if self._member is None:
-            self._member = self.planning.get(Member, self.principal.member_id)
-        return self._member
+        return self.directory.member(self.principal.member_id)
 
     # --- roles ---
 
@@ -198,7 +299,7 @@ class Guard:
                 return True
             seen.add(current)
             try:
-                current = self.planning.get(Unit, current).parent_id
+                current = self.directory.unit(current).parent_id
             except NotFound:
                 return False
         return False
@@ -207,13 +308,13 @@ class Guard:
         """Writes on a unit (or beneath it): an admin, or a manager of a unit above it."""
         self.not_rep()
         if unit_id is not None and self.role == "manager":
-            self.planning.get(Unit, unit_id, field)  # a missing unit is a 404, not a 403
+            self.directory.unit(unit_id, field)  # a missing unit is a 404, not a 403
         if not self.within(unit_id):
             raise forbidden("auth.outside_your_units", "this is outside the units you manage")
 
-    def manage_member(self, member_id: UUID, field: str = "member_id") -> Member:
+    def manage_member(self, member_id: UUID, field: str = "member_id") -> MemberInfo:
         self.not_rep()
-        member = self.planning.get(Member, member_id, field)
+        member = self.directory.member(member_id, field)
         self.manage_unit(member.unit_id)
         return member
 
@@ -230,7 +331,7 @@ class Guard:
         if unit_id is not None:
             self.manage_unit(unit_id, f"{field}/unit_id")
         if member_id is not None:
-            self.manage_unit(self.planning.get(Member, member_id, f"{field}/member_id").unit_id)
+            self.manage_unit(self.directory.member(member_id, f"{field}/member_id").unit_id)
 
     def manage_parts(self, by: str, parts: list[str]) -> None:
         """Decomposing by unit or member: each part must be the manager's to plan for."""
@@ -244,7 +345,7 @@ class Guard:
             if by == "unit":
                 self.manage_unit(owner, f"parts/{i}")
             else:
-                self.manage_unit(self.planning.get(Member, owner, f"parts/{i}").unit_id)
+                self.manage_unit(self.directory.member(owner, f"parts/{i}").unit_id)
 
     def act_for(self, member_id: UUID, field: str) -> None:
         """Create a deal, task or activity for a member: the rep themselves, or their manager."""
@@ -255,13 +356,13 @@ class Guard:
             if member_id != self.principal.member_id:
                 raise forbidden("auth.not_yours", f"a rep can only use their own id as {field}")
             return
-        member = self.planning.get(Member, member_id, field)
+        member = self.directory.member(member_id, field)
         if not self.within(member.unit_id):
             raise forbidden("auth.outside_your_units", f"{field} is not in the units you manage")
 
     def _owned(self, owner_id: UUID, write: bool) -> None:
         """A manager changes only what belongs to people in their units (as they are now)."""
-        if write and self.role == "manager" and not self.within(self.planning.get(Member, owner_id).unit_id):
+        if write and self.role == "manager" and not self.within(self.directory.member(owner_id).unit_id):
             raise forbidden("auth.outside_your_units", "this belongs to someone outside the units you manage")
 
     def deal(self, deal_id: UUID, *, write: bool) -> Deal:
@@ -332,7 +433,7 @@ class Guard:
         if self.role in ("admin", "viewer"):
             return
         if member_id is not None:
-            member = self.planning.get(Member, member_id, "member_id")  # a missing member is a 404, not a 403
+            member = self.directory.member(member_id, "member_id")  # a missing member is a 404, not a 403
             if self.role == "rep":
                 if member_id != self.principal.member_id and (own_only or member.unit_id != self.rep_unit()):
                     raise ApiProblem(403, "auth.not_yours", "a rep reads only their own (or their unit's) figures",
@@ -340,7 +441,7 @@ class Guard:
                 return
             unit_id = member.unit_id
         elif unit_id is not None and self.role == "manager":
-            self.planning.get(Unit, unit_id, parameter)
+            self.directory.unit(unit_id, parameter)
         if self.role == "rep":
             if unit_id != self.rep_unit():
                 raise ApiProblem(403, "auth.outside_your_unit", "a rep reads their own unit only", parameter=parameter)

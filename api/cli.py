@@ -138,18 +138,53 @@ def _log_config() -> dict[str, Any]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="API worker processes (default: SALESPLAN_WORKERS, else one "
+                                                     "per core).", min=1)] = None,
 ) -> None:
     """Run the HTTP API (with the projections, alerts and webhooks in-process unless SALESPLAN_INLINE_PROJECTIONS=false)."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
 
     settings = Settings()
     host, port = host or settings.host, port or settings.port
+    count = workers or settings.workers or os.cpu_count() or 1
     inline = "projections, alerts and webhooks inline" if settings.inline_projections else "no inline projections"
-    err.print(f"salesplan on {mask_url(settings.database_url)} ({inline}); docs at http://{host}:{port}/docs",
-              markup=False, highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
+    err.print(f"salesplan on {mask_url(settings.database_url)} ({inline}, {count} worker(s)); docs at "
+              f"http://{host}:{port}/docs", markup=False, highlight=False)
+    if count == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
+        return
+    # Several workers: the tables are set up here, once, before they start; and the inline
+    # projections, alerts and webhooks (if any) run here too, in one process only, never once per worker.
+    from api.processes import run_processes
+
+    _app, engine = _open(settings)
+    stop = threading.Event()
+    threads = []
+    if settings.inline_projections:
+        # Commands in the workers cannot wake this process: on SQLite it polls more often instead.
+        poll = settings.projection_poll_seconds if engine.database.is_postgres else min(settings.projection_poll_seconds,
+                                                                                        0.05)
+        threads = [
+            threading.Thread(target=engine.run_forever, args=(stop, poll), name="salesplan-projections",
+                             kwargs={"on_error": lambda e: err.print(f"projection stopped: {e}")}, daemon=True),
+            threading.Thread(target=run_processes, args=(engine, settings, stop), name="salesplan-processes",
+                             daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        os.environ["SALESPLAN_INLINE_PROJECTIONS"] = "false"  # read by each worker's settings
+    try:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=count, log_level="info",
+                    log_config=_log_config())
+    finally:
+        stop.set()
+        engine.wake.set()
+        for thread in threads:
+            thread.join(timeout=30)
 
 
 @cli.command()

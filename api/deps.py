@@ -23,14 +23,13 @@ import sqlalchemy as sa
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import SCOPE_KEY, Guard, Principal
+from api.auth import SCOPE_KEY, Directory, Guard, Principal
 from api.errors import ApiProblem
 from api.metrics import Metrics
 from api.schemas import Body, CommandOut, Instant
 from api.settings import Settings
 from domain.application import CommandResult, Idempotency, SalesPlanning
 from domain.errors import NotFound
-from domain.organisation import Member
 from domain.persistence import Database
 from projections.engine import ProjectionEngine, tracking_table
 from projections.history import Cut
@@ -43,13 +42,17 @@ _appended = threading.local()
 
 
 class CountingPlanning(SalesPlanning):
-    """SalesPlanning that tells the metrics how many events each command appended."""
+    """SalesPlanning that tells the metrics how many events each command appended, and the guard's
+    directory which units and members it changed."""
 
     name = SalesPlanning.name  # the library names tables after the class otherwise
+    directory: Directory | None = None
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
         _appended.count = getattr(_appended, "count", 0) + len(recordings)
+        if self.directory is not None:
+            self.directory.forget(r.domain_event.originator_id for r in recordings)
         return recordings
 
 
@@ -62,6 +65,7 @@ class Services:
     planning: SalesPlanning
     engine: ProjectionEngine
     metrics: Metrics
+    directory: Directory
     stop: threading.Event = field(default_factory=threading.Event)
     worker: threading.Thread | None = None
 
@@ -145,7 +149,7 @@ def get_principal(
         raise ApiProblem(401, "auth.missing_token", "send Authorization: Bearer <token>")
     if principal.member_id is not None:
         try:
-            member = services.planning.get(Member, principal.member_id)
+            member = services.directory.member(principal.member_id)
         except NotFound:
             member = None
         if member is None or not member.active:
@@ -157,7 +161,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def get_guard(principal: PrincipalDep, services: ServicesDep) -> Guard:
-    return Guard(principal, services.planning)
+    return Guard(principal, services.planning, services.directory)
 
 
 GuardDep = Annotated[Guard, Depends(get_guard)]
