@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from api.errors import ApiProblem, problem_response
-from api.tokens import verify_token
+from api.tokens import TokenInfo, on_revoke, verify_token
 from domain.application import SalesPlanning
 from domain.deal import Activity, Deal
 from domain.errors import NotFound
@@ -100,8 +100,12 @@ class AuthMiddleware:
             scheme, _, credentials = header.partition(" ")
             if scheme.lower() == "bearer" and credentials.strip():
                 try:
-                    database = scope["app"].state.services.database
-                    info = await run_in_threadpool(verify_token, database, credentials.strip())
+                    services = scope["app"].state.services
+                    info = services.tokens.get(credentials.strip())
+                    if info is None:
+                        info = await run_in_threadpool(verify_token, services.database, credentials.strip())
+                        if info is not None:
+                            services.tokens.put(credentials.strip(), info)
                 except (sqlalchemy.exc.OperationalError, StoreOperationalError) as error:
                     log.warning("token lookup failed: %s", error)
                     response = problem_response(503, "store.unavailable", "the database is unavailable: retry shortly",
@@ -137,6 +141,39 @@ def _marking(send: Send) -> Send:
         await send(message)
 
     return marked
+
+
+class VerifiedTokens:
+    """Bearer tokens this process verified within the last ``max_age`` seconds, so that a client's burst of
+    requests costs one token lookup, not one each.
+
+    A revocation in this process drops its token at once; one made elsewhere (the CLI, another
+    worker) takes effect within ``max_age``, as a change to the organisation does in the
+    ``Directory``. Only valid tokens are kept, at most ``size`` of them.
+    """
+
+    def __init__(self, max_age: float = 0.05, size: int = 10_000) -> None:
+        self.max_age = max_age
+        self.size = size
+        self._lock = threading.Lock()
+        self._verified: dict[str, tuple[TokenInfo, float]] = {}
+        on_revoke(self)
+
+    def get(self, bearer: str) -> TokenInfo | None:
+        found = self._verified.get(bearer)
+        if found is None or time.monotonic() - found[1] >= self.max_age:
+            return None
+        return found[0]
+
+    def put(self, bearer: str, info: TokenInfo) -> None:
+        with self._lock:
+            if len(self._verified) >= self.size:
+                self._verified.clear()
+            self._verified[bearer] = (info, time.monotonic())
+
+    def revoked(self, token_id: str) -> None:
+        with self._lock:
+            self._verified = {b: v for b, v in self._verified.items() if v[0].id != token_id}
 
 
 # --- what the guard knows of the organisation ----------------------------------------------

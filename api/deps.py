@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import SCOPE_KEY, Directory, Guard, Principal
+from api.auth import SCOPE_KEY, Directory, Guard, Principal, VerifiedTokens
 from api.errors import ApiProblem
 from api.metrics import Metrics
 from api.schemas import Body, CommandOut, Instant
@@ -66,6 +66,7 @@ class Services:
     engine: ProjectionEngine
     metrics: Metrics
     directory: Directory
+    tokens: VerifiedTokens
     stop: threading.Event = field(default_factory=threading.Event)
     worker: threading.Thread | None = None
 

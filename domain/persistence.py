@@ -163,6 +163,32 @@ class BatchingApplicationRecorder(SQLAlchemyApplicationRecorder):
     lock is taken.
     """
 
+    def select_events(self, originator_id: Any, gt: int | None = None, lte: int | None = None, desc: bool = False,
+                      limit: int | None = None) -> list[StoredEvent]:
+        """An aggregate's events, read through the driver (the library builds an ORM query and objects per call;
+        every command loads at least one aggregate)."""
+        with self.transaction(commit=False) as session:
+            conn = session.connection()
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            (to_db,) = bind_processors(self.events_record_cls.__table__, ["originator_id"], conn.dialect)
+            sql = (f"SELECT originator_version, topic, state FROM {self.events_table_name} "
+                   f"WHERE originator_id = {mark}")
+            params: list[Any] = [to_db(originator_id) if to_db else originator_id]
+            if gt is not None:
+                sql += f" AND originator_version > {mark}"
+                params.append(gt)
+            if lte is not None:
+                sql += f" AND originator_version <= {mark}"
+                params.append(lte)
+            sql += " ORDER BY originator_version" + (" DESC" if desc else "")
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            with driver_cursor(conn, sql) as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+        return [StoredEvent(originator_id=originator_id, originator_version=int(version), topic=topic,
+                            state=bytes(state)) for version, topic, state in rows]
+
     def _insert_stored_events(self, session: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
