@@ -21,6 +21,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from domain.application import SalesPlanning
 from domain.persistence import Database, FastJSONTranscoder, register_transcodings
 from projections import engine as engine_module
+from projections import history as history_module
 from projections import registry
 from projections.engine import LIVE, ProjectionEngine, tracking_table
 from projections.history import RebuildState
@@ -87,6 +88,18 @@ def test_every_projection_rebuilds_to_the_rows_live_processing_wrote(app: SalesP
         rows = conn.execute(sa.select(tracking_table)).all()
     assert {r.name for r in rows} == set(NAMES)  # no generation left behind
     assert all(r.status == LIVE and r.generation == 3 and r.position == engine.head() for r in rows)
+
+
+def test_rows_written_through_the_driver_are_the_bytes_sqlalchemy_writes(app: SalesPlanning,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    generate_history(app, seed=16, commands=120)
+    with monkeypatch.context() as m:
+        # Live processing the way it used to write: every INSERT through SQLAlchemy's executemany.
+        m.setattr(engine_module, "_plain", lambda _insert: False)
+        m.setattr(history_module, "insert_rows", lambda conn, table, rows: conn.execute(table.insert(), rows))
+        engine, through_sqlalchemy = _live(app)
+    engine.rebuild_many(NAMES)  # through the driver
+    assert dump(app.database) == through_sqlalchemy
 
 
 def test_a_rebuild_in_parallel_processes_writes_the_same_rows(app: SalesPlanning, database_url: str) -> None:
