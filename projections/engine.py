@@ -309,8 +309,12 @@ class ProjectionEngine:
     def _commit(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
                 last: int) -> None:
         with self._begin() as conn:
+            # A view is derived data: its commit need not wait for the disk. Its rows and its
+            # position still commit together or not at all; a crash can only lose the last few
+            # batches of both, which the worker then folds again (the log is durable).
             if self.database.is_postgres and not conn.execute(
-                sa.text("select pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(tracking_name)}
+                sa.text("set local synchronous_commit = off; select pg_try_advisory_xact_lock(:k)"),
+                {"k": _lock_key(tracking_name)},
             ).scalar_one():
                 raise PositionMoved(tracking_name)
             # The batch was read before this transaction began: if another worker committed it
