@@ -231,6 +231,12 @@ class Directory:
             self._keep(seen, self._members, member_id, info)
         return info
 
+    def fresh_member(self, member_id: UUID) -> MemberInfo | None:
+        """The member if known and checked against the log within ``max_age``; None (without any I/O) otherwise."""
+        if time.monotonic() - self._checked >= self.max_age:
+            return None
+        return self._members.get(member_id)
+
     def unit(self, unit_id: UUID, field: str | None = None) -> UnitInfo:
         self._refresh()
         info = self._units.get(unit_id)

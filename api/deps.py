@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
+from uuid import UUID
 
 import sqlalchemy as sa
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import SCOPE_KEY, Directory, Guard, Principal, VerifiedTokens
+from api.auth import SCOPE_KEY, Directory, Guard, MemberInfo, Principal, VerifiedTokens
 from api.errors import ApiProblem
 from api.metrics import Metrics
 from api.schemas import Body, CommandOut, Instant
@@ -141,21 +143,29 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="A token from `salesplan token create`.")
 
 
-def get_principal(
+async def get_principal(
     request: Request, services: ServicesDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
+    # Async: most requests need no database here (an admin or viewer token, or a member the
+    # directory knows freshly), and a thread hop per request costs more than the check itself.
     principal: Principal | None = request.scope.get(SCOPE_KEY)
     if principal is None:
         raise ApiProblem(401, "auth.missing_token", "send Authorization: Bearer <token>")
     if principal.member_id is not None:
-        try:
-            member = services.directory.member(principal.member_id)
-        except NotFound:
-            member = None
+        member = services.directory.fresh_member(principal.member_id)
+        if member is None:
+            member = await run_in_threadpool(_member_or_none, services.directory, principal.member_id)
         if member is None or not member.active:
             raise ApiProblem(401, "auth.member_inactive", "the token's member no longer exists or was deactivated")
     return principal
+
+
+def _member_or_none(directory: Directory, member_id: UUID) -> MemberInfo | None:
+    try:
+        return directory.member(member_id)
+    except NotFound:
+        return None
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
