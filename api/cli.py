@@ -240,7 +240,7 @@ def project() -> None:
 @cli.command()
 def rebuild(
     names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).")] = None,
-    processes: Annotated[int | None, typer.Option(help="Processes sharing the work (default: one per core).",
+    processes: Annotated[int | None, typer.Option(help="Processes sharing the work (default: one per core; SQLite: 1).",
                                                   min=1)] = None,
 ) -> None:
     """Replay projections from zero into new tables, then switch (the old ones answer meanwhile)."""

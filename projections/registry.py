@@ -52,15 +52,17 @@ Progress = Callable[[str, int, int], None]
 
 def rebuild(database_url: str, names: Sequence[str], *, processes: int | None = None, lock_timeout_ms: int = 5000,
             batch_size: int = 500, progress: Progress | None = None) -> dict[str, int]:
-    """Rebuild projections blue/green, in parallel processes (default: one per core).
+    """Rebuild projections blue/green, in parallel processes (default: one per core on PostgreSQL).
 
     Each process rebuilds its group reading and decoding the log once for the whole group
     (``ProjectionEngine.rebuild_many``), so the cores share the folding and the writing, not
     the same reads. Returns the position each projection was switched in at; a poison event
     stops its projection's rebuild (the live tables keep answering) and is raised once the
-    other groups have finished.
+    other groups have finished. On SQLite one process is the default: a fold runs inside its
+    write transaction, and SQLite has one writer at a time, so a second process mostly waits.
     """
-    groups = partition(names, processes or os.cpu_count() or 1)
+    default = 1 if database_url.startswith("sqlite") else os.cpu_count() or 1
+    groups = partition(names, processes or default)
     if len(groups) == 1:
         return _rebuild_group(database_url, lock_timeout_ms, batch_size, groups[0], progress)
     ctx = mp.get_context("spawn")
