@@ -157,11 +157,14 @@ def serve(
     if count == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
         return
-    # Several workers: the tables are set up here, once, before they start; and the inline
-    # projections, alerts and webhooks (if any) run here too, in one process only, never once per worker.
+    # Several workers: the tables are set up here, once, before they start (workers creating
+    # them at once would race); and the inline projections, alerts and webhooks (if any) run
+    # here too, in one process only, never once per worker.
     from api.processes import run_processes
+    from api.tokens import ensure_table
 
     _app, engine = _open(settings)
+    ensure_table(engine.database)
     stop = threading.Event()
     threads = []
     if settings.inline_projections:
