@@ -275,7 +275,8 @@ class ProjectionEngine:
 
         Each projection commits its own rows and position (its own transaction, its own poison
         stop); they only share the read and the decoding. Returns how many positions the one
-        furthest behind advanced over (0: all caught up).
+        furthest behind advanced over (0: all caught up); raises PoisonEvent, once every other
+        projection has had its batch, if one stopped.
         """
         with self.database.engine.connect() as conn:
             rows = {r.name: r for r in conn.execute(
@@ -288,6 +289,7 @@ class ProjectionEngine:
         last = log_rows.last(after)
         if last == after:
             return 0
+        poisoned: list[PoisonEvent] = []
         for name, start in starts.items():
             if start >= last:
                 continue
@@ -303,7 +305,9 @@ class ProjectionEngine:
                 try:
                     self._isolate(projection, name, start, batch, last, error)
                 except PoisonEvent as poison:
-                    log.error("%s", poison)  # recorded in the tracking table; the others carry on
+                    poisoned.append(poison)  # recorded in the tracking table; the others carry on
+        if poisoned:
+            raise poisoned[0]
         return last - after
 
     def _commit(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
