@@ -36,6 +36,7 @@ from domain.persistence import (
     Database,
     FastJSONTranscoder,
     bind_processors,
+    driver_cursor,
     register_transcodings,
 )
 from domain.plan import Plan, Spread, window_of
@@ -180,10 +181,12 @@ class SalesPlanning(Application[UUID]):
                 if recordings:
                     result = CommandResult(result.id, result.version, recordings[-1].notification.id, result.details)
                 if idempotency is not None:
-                    record = idempotency_table.c
                     if recordings:  # claimed with the events: now say what the command answered
-                        session.execute(idempotency_table.update().where(record.key == idempotency.key)
-                                        .values(result=result.to_json()))
+                        conn = session.connection()
+                        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+                        sql = f"UPDATE {idempotency_table.name} SET result = {mark} WHERE key = {mark}"
+                        with driver_cursor(conn, sql) as cursor:
+                            cursor.execute(sql, (result.to_json(), idempotency.key))
                     else:
                         session.execute(idempotency_table.insert().values(
                             key=idempotency.key, fingerprint=idempotency.fingerprint, result=result.to_json(),
