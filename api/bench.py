@@ -930,7 +930,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None]) -> list[Figure]:
         for name, section in SECTIONS.items():
             if not config.only or name in config.only:
                 figures.extend(section(bench))
-    config.output.write_text(json.dumps([f.as_json() for f in figures], indent=2, default=str))
+                # Written after every section: a long run that fails late keeps what it measured.
+                config.output.write_text(json.dumps([f.as_json() for f in figures], indent=2, default=str))
     return figures
 
 
