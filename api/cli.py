@@ -268,6 +268,8 @@ def rebuild(
                                                   min=1)] = None,
 ) -> None:
     """Replay projections from zero into new tables, then switch (the old ones answer meanwhile)."""
+    import time
+
     from projections.registry import rebuild as rebuild_projections
 
     settings = Settings()

@@ -295,20 +295,31 @@ class ProjectionEngine:
                 continue
             projection = self.projections[name]
             batch = log_rows.envelopes(projection, start)
+            started = time.perf_counter()
             try:
                 self._commit(projection, name, start, batch, last)
             except PositionMoved:
                 continue
             except sa.exc.OperationalError:
+                self._batch_failed(name, "database")
                 raise
             except Exception as error:
                 try:
                     self._isolate(projection, name, start, batch, last, error)
                 except PoisonEvent as poison:
+                    self._batch_failed(name, "poison")
                     poisoned.append(poison)  # recorded in the tracking table; the others carry on
+                    continue
+            self._batch_done(name, last - start, time.perf_counter() - started)
         if poisoned:
             raise poisoned[0]
         return last - after
+
+    def _batch_done(self, name: str, advanced: int, seconds: float) -> None:
+        """Called after a shared-read batch of ``name`` committed (for metrics)."""
+
+    def _batch_failed(self, name: str, kind: str) -> None:
+        """Called when a shared-read batch of ``name`` failed: ``poison`` or ``database`` (for metrics)."""
 
     def _commit(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
                 last: int) -> None:
