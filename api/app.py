@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Match, Route
 
 from api import errors, openapi
-from api.auth import AuthMiddleware, Message, Receive, Scope, Send
+from api.auth import AuthMiddleware, Directory, Message, Receive, Scope, Send, VerifiedTokens
 from api.build import version
 from api.deps import POSITION_HEADER, CountingPlanning, Services
 from api.metrics import MeasuredEngine, Metrics, MetricsMiddleware
@@ -173,9 +173,11 @@ def _start(settings: Settings, metrics: Metrics) -> Services:
     ensure_table(database)
     alerts.setup(database)  # the alert tables belong to no projection: a rebuild leaves them alone
     planning = CountingPlanning(database)
+    planning.directory = Directory(planning, settings.directory_max_age_seconds)
     engine = MeasuredEngine(planning, all_projections(), settings.projection_batch_size, metrics)
     engine.setup()
-    services = Services(settings, database, planning, engine, metrics)
+    services = Services(settings, database, planning, engine, metrics, planning.directory,
+                        VerifiedTokens(settings.directory_max_age_seconds))
     if settings.inline_projections:
         services.worker = threading.Thread(
             target=engine.run_forever, args=(services.stop,),

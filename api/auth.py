@@ -20,18 +20,21 @@ runs before the command.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from api.errors import ApiProblem, problem_response
-from api.tokens import verify_token
+from api.tokens import TokenInfo, on_revoke, verify_token
 from domain.application import SalesPlanning
 from domain.deal import Activity, Deal
 from domain.errors import NotFound
@@ -97,8 +100,12 @@ class AuthMiddleware:
             scheme, _, credentials = header.partition(" ")
             if scheme.lower() == "bearer" and credentials.strip():
                 try:
-                    database = scope["app"].state.services.database
-                    info = await run_in_threadpool(verify_token, database, credentials.strip())
+                    services = scope["app"].state.services
+                    info = services.tokens.get(credentials.strip())
+                    if info is None:
+                        info = await run_in_threadpool(verify_token, services.database, credentials.strip())
+                        if info is not None:
+                            services.tokens.put(credentials.strip(), info)
                 except (sqlalchemy.exc.OperationalError, StoreOperationalError) as error:
                     log.warning("token lookup failed: %s", error)
                     response = problem_response(503, "store.unavailable", "the database is unavailable: retry shortly",
@@ -136,6 +143,144 @@ def _marking(send: Send) -> Send:
     return marked
 
 
+class VerifiedTokens:
+    """Bearer tokens this process verified within the last ``max_age`` seconds, so that a client's burst of
+    requests costs one token lookup, not one each.
+
+    A revocation in this process drops its token at once; one made elsewhere (the CLI, another
+    worker) takes effect within ``max_age``, as a change to the organisation does in the
+    ``Directory``. Only valid tokens are kept, at most ``size`` of them.
+    """
+
+    def __init__(self, max_age: float = 0.05, size: int = 10_000) -> None:
+        self.max_age = max_age
+        self.size = size
+        self._lock = threading.Lock()
+        self._verified: dict[str, tuple[TokenInfo, float]] = {}
+        on_revoke(self)
+
+    def get(self, bearer: str) -> TokenInfo | None:
+        found = self._verified.get(bearer)
+        if found is None or time.monotonic() - found[1] >= self.max_age:
+            return None
+        return found[0]
+
+    def put(self, bearer: str, info: TokenInfo) -> None:
+        with self._lock:
+            if len(self._verified) >= self.size:
+                self._verified.clear()
+            self._verified[bearer] = (info, time.monotonic())
+
+    def revoked(self, token_id: str) -> None:
+        with self._lock:
+            self._verified = {b: v for b, v in self._verified.items() if v[0].id != token_id}
+
+
+# --- what the guard knows of the organisation ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    unit_id: UUID
+    role: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    parent_id: UUID | None
+    active: bool
+
+
+class Directory:
+    """Members' units and units' parents, as authorization needs them, cached in this process.
+
+    Kept current from the log: before answering, it reads which units and members the events
+    appended since it last looked have changed (one indexed range read of the log's tail) and
+    forgets those, at most once per ``max_age`` seconds; what this process saves itself is
+    forgotten at once (``forget``). So a request pays one small read instead of loading the
+    caller's member and every unit up the tree as aggregates. A change made by another process
+    is seen within ``max_age``.
+    """
+
+    TOPICS: Final = "domain.organisation:%"
+
+    def __init__(self, planning: SalesPlanning, max_age: float = 0.05) -> None:
+        self.planning = planning
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._members: dict[UUID, MemberInfo] = {}
+        self._units: dict[UUID, UnitInfo] = {}
+        self._position = planning.recorder.max_notification_id() or 0
+        self._checked = time.monotonic()
+        self._generation = 0
+        events = planning.recorder.events_table_name  # type: ignore[attr-defined]
+        self._changes = sa.text(
+            f"SELECT id, originator_id FROM {events} WHERE id > :position AND topic LIKE :topics "
+            f"UNION ALL SELECT max(id), NULL FROM {events}"
+        )
+
+    def member(self, member_id: UUID, field: str | None = None) -> MemberInfo:
+        """The member as the store has it now (NotFound naming ``field`` when there is none)."""
+        self._refresh()
+        info = self._members.get(member_id)
+        if info is None:
+            seen = self._generation
+            m = self.planning.get(Member, member_id, field)
+            info = MemberInfo(m.unit_id, m.role, m.active)
+            self._keep(seen, self._members, member_id, info)
+        return info
+
+    def fresh_member(self, member_id: UUID) -> MemberInfo | None:
+        """The member if known and checked against the log within ``max_age``; None (without any I/O) otherwise."""
+        if time.monotonic() - self._checked >= self.max_age:
+            return None
+        return self._members.get(member_id)
+
+    def unit(self, unit_id: UUID, field: str | None = None) -> UnitInfo:
+        self._refresh()
+        info = self._units.get(unit_id)
+        if info is None:
+            seen = self._generation
+            u = self.planning.get(Unit, unit_id, field)
+            info = UnitInfo(u.parent_id, u.active)
+            self._keep(seen, self._units, unit_id, info)
+        return info
+
+    def _keep(self, seen: int, cache: dict[UUID, Any], entity: UUID, info: Any) -> None:
+        # Only if nothing was forgotten while it loaded: it might have been this very entity.
+        with self._lock:
+            if self._generation == seen:
+                cache[entity] = info
+
+    def forget(self, ids: Iterable[UUID]) -> None:
+        with self._lock:
+            self._generation += 1
+            for entity in ids:
+                self._members.pop(entity, None)
+                self._units.pop(entity, None)
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.max_age:
+            return
+        with self._lock:
+            if now - self._checked < self.max_age:
+                return
+            with self.planning.database.engine.connect() as conn:
+                rows = conn.execute(self._changes, {"position": self._position, "topics": self.TOPICS}).all()
+            for position, entity in rows:
+                if entity is not None:
+                    self._generation += 1
+                    changed = entity if isinstance(entity, UUID) else (
+                        UUID(bytes=entity) if isinstance(entity, bytes) else UUID(str(entity)))
+                    self._members.pop(changed, None)
+                    self._units.pop(changed, None)
+                elif position is not None:
+                    self._position = max(self._position, int(position))
+            self._checked = now
+
+
 # --- authorization ---------------------------------------------------------------------
 
 
@@ -145,21 +290,20 @@ def forbidden(rule: str, detail: str) -> ApiProblem:
 
 @dataclass
 class Guard:
-    """One request's authorization checks, against the write model's current state."""
+    """One request's authorization checks, against the write model's current state (the organisation
+    through the ``Directory``)."""
 
     principal: Principal
     planning: SalesPlanning
-    _member: Member | None = field(default=None, init=False)
+    directory: Directory
 
     @property
     def role(self) -> str:
         return self.principal.role
 
-    def member(self) -> Member:
+    def member(self) -> MemberInfo:
         assert self.principal.member_id is not None, "only member tokens have a member"
-        if self._member is None:
-            self._member = self.planning.get(Member, self.principal.member_id)
-        return self._member
+        return self.directory.member(self.principal.member_id)
 
     # --- roles ---
 
@@ -198,7 +342,7 @@ class Guard:
                 return True
             seen.add(current)
             try:
-                current = self.planning.get(Unit, current).parent_id
+                current = self.directory.unit(current).parent_id
             except NotFound:
                 return False
         return False
@@ -207,13 +351,13 @@ class Guard:
         """Writes on a unit (or beneath it): an admin, or a manager of a unit above it."""
         self.not_rep()
         if unit_id is not None and self.role == "manager":
-            self.planning.get(Unit, unit_id, field)  # a missing unit is a 404, not a 403
+            self.directory.unit(unit_id, field)  # a missing unit is a 404, not a 403
         if not self.within(unit_id):
             raise forbidden("auth.outside_your_units", "this is outside the units you manage")
 
-    def manage_member(self, member_id: UUID, field: str = "member_id") -> Member:
+    def manage_member(self, member_id: UUID, field: str = "member_id") -> MemberInfo:
         self.not_rep()
-        member = self.planning.get(Member, member_id, field)
+        member = self.directory.member(member_id, field)
         self.manage_unit(member.unit_id)
         return member
 
@@ -230,7 +374,7 @@ class Guard:
         if unit_id is not None:
             self.manage_unit(unit_id, f"{field}/unit_id")
         if member_id is not None:
-            self.manage_unit(self.planning.get(Member, member_id, f"{field}/member_id").unit_id)
+            self.manage_unit(self.directory.member(member_id, f"{field}/member_id").unit_id)
 
     def manage_parts(self, by: str, parts: list[str]) -> None:
         """Decomposing by unit or member: each part must be the manager's to plan for."""
@@ -244,7 +388,7 @@ class Guard:
             if by == "unit":
                 self.manage_unit(owner, f"parts/{i}")
             else:
-                self.manage_unit(self.planning.get(Member, owner, f"parts/{i}").unit_id)
+                self.manage_unit(self.directory.member(owner, f"parts/{i}").unit_id)
 
     def act_for(self, member_id: UUID, field: str) -> None:
         """Create a deal, task or activity for a member: the rep themselves, or their manager."""
@@ -255,13 +399,13 @@ class Guard:
             if member_id != self.principal.member_id:
                 raise forbidden("auth.not_yours", f"a rep can only use their own id as {field}")
             return
-        member = self.planning.get(Member, member_id, field)
+        member = self.directory.member(member_id, field)
         if not self.within(member.unit_id):
             raise forbidden("auth.outside_your_units", f"{field} is not in the units you manage")
 
     def _owned(self, owner_id: UUID, write: bool) -> None:
         """A manager changes only what belongs to people in their units (as they are now)."""
-        if write and self.role == "manager" and not self.within(self.planning.get(Member, owner_id).unit_id):
+        if write and self.role == "manager" and not self.within(self.directory.member(owner_id).unit_id):
             raise forbidden("auth.outside_your_units", "this belongs to someone outside the units you manage")
 
     def deal(self, deal_id: UUID, *, write: bool) -> Deal:
@@ -332,7 +476,7 @@ class Guard:
         if self.role in ("admin", "viewer"):
             return
         if member_id is not None:
-            member = self.planning.get(Member, member_id, "member_id")  # a missing member is a 404, not a 403
+            member = self.directory.member(member_id, "member_id")  # a missing member is a 404, not a 403
             if self.role == "rep":
                 if member_id != self.principal.member_id and (own_only or member.unit_id != self.rep_unit()):
                     raise ApiProblem(403, "auth.not_yours", "a rep reads only their own (or their unit's) figures",
@@ -340,7 +484,7 @@ class Guard:
                 return
             unit_id = member.unit_id
         elif unit_id is not None and self.role == "manager":
-            self.planning.get(Unit, unit_id, parameter)
+            self.directory.unit(unit_id, parameter)
         if self.role == "rep":
             if unit_id != self.rep_unit():
                 raise ApiProblem(403, "auth.outside_your_unit", "a rep reads their own unit only", parameter=parameter)

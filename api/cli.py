@@ -138,18 +138,77 @@ def _log_config() -> dict[str, Any]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="API worker processes (default: SALESPLAN_WORKERS, else one "
+                                                     "per core).", min=1)] = None,
 ) -> None:
     """Run the HTTP API (with the projections, alerts and webhooks in-process unless SALESPLAN_INLINE_PROJECTIONS=false)."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
 
     settings = Settings()
     host, port = host or settings.host, port or settings.port
+    count = workers or settings.workers or os.cpu_count() or 1
     inline = "projections, alerts and webhooks inline" if settings.inline_projections else "no inline projections"
-    err.print(f"salesplan on {mask_url(settings.database_url)} ({inline}); docs at http://{host}:{port}/docs",
-              markup=False, highlight=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
+    err.print(f"salesplan on {mask_url(settings.database_url)} ({inline}, {count} worker(s)); docs at "
+              f"http://{host}:{port}/docs", markup=False, highlight=False)
+    if count == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=_log_config())
+        return
+    # Several workers: the tables are set up here, once, before they start (workers creating
+    # them at once would race); and the inline projections, alerts and webhooks (if any) run
+    # here too, in one process only, never once per worker.
+    from api.processes import run_processes
+    from api.tokens import ensure_table
+
+    _app, engine = _open(settings)
+    ensure_table(engine.database)
+    stop = threading.Event()
+    threads = []
+    if settings.inline_projections:
+        # Commands in the workers cannot wake this process: on SQLite it polls more often instead.
+        poll = settings.projection_poll_seconds if engine.database.is_postgres else min(settings.projection_poll_seconds,
+                                                                                        0.05)
+        threads = [
+            threading.Thread(target=engine.run_forever, args=(stop, poll), name="salesplan-projections",
+                             kwargs={"on_error": lambda e: err.print(f"projection stopped: {e}")}, daemon=True),
+            threading.Thread(target=run_processes, args=(engine, settings, stop), name="salesplan-processes",
+                             daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        os.environ["SALESPLAN_INLINE_PROJECTIONS"] = "false"  # read by each worker's settings
+    try:
+        _run_workers(host, port, count)
+    finally:
+        stop.set()
+        engine.wake.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def _run_workers(host: str, port: int, count: int) -> None:
+    """uvicorn's worker processes, on a socket bound here as TCP.
+
+    uvicorn binds its shared socket without naming the protocol, so asyncio does not set
+    TCP_NODELAY on the connections the workers accept, and every small response then waits
+    for the client's delayed ACK (~40 ms). The same supervisor, on a socket that says TCP.
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=count,
+                            log_level="info", log_config=_log_config())
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 @cli.command()
@@ -203,8 +262,16 @@ def project() -> None:
 
 
 @cli.command()
-def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).")] = None) -> None:
+def rebuild(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections to rebuild (default: all).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Processes sharing the work (default: one per core; SQLite: 1).",
+                                                  min=1)] = None,
+) -> None:
     """Replay projections from zero into new tables, then switch (the old ones answer meanwhile)."""
+    import time
+
+    from projections.registry import rebuild as rebuild_projections
+
     settings = Settings()
     _app, engine = _open(settings)
     chosen = names or list(engine.projections)
@@ -213,21 +280,19 @@ def rebuild(names: Annotated[list[str] | None, typer.Argument(help="Projections 
         raise typer.BadParameter(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(engine.projections)}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>10} ev/s"), TimeRemainingColumn())
+    started = time.monotonic()
     with Progress(*columns, console=console) as bar:
-        for name in chosen:
-            task = bar.add_task(name, total=None, rate="")
-            started = [0.0]
+        tasks = {name: bar.add_task(name, total=None, rate="") for name in chosen}
 
-            def report(done: int, total: int, task: Any = task, started: list[float] = started) -> None:
-                import time
+        def report(name: str, done: int, total: int) -> None:
+            elapsed = time.monotonic() - started
+            bar.update(tasks[name], completed=done, total=total, rate=f"{done / elapsed:,.0f}" if elapsed else "")
 
-                now = time.monotonic()
-                started[0] = started[0] or now
-                rate = done / (now - started[0]) if now > started[0] else 0
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
-
-            position = engine.rebuild(name, progress=report)
-            bar.update(task, description=f"{name} ✓ switched at {position}")
+        switched = rebuild_projections(settings.database_url, chosen, processes=processes,
+                                       lock_timeout_ms=settings.lock_timeout_ms,
+                                       batch_size=settings.projection_batch_size, progress=report)
+        for name, position in switched.items():
+            bar.update(tasks[name], description=f"{name} ✓ switched at {position}")
 
 
 @cli.command()
@@ -385,21 +450,20 @@ def bench(
     events: Annotated[int, typer.Option(help="Size of the generated history rebuilt by the benchmark.")] = 1_000_000,
     runs: Annotated[int, typer.Option(help="Repetitions of each measurement (median, min, max).")] = 3,
     seconds: Annotated[float, typer.Option(help="Length of each load run.")] = 4.0,
-    admin_url: Annotated[str, typer.Option(help="A PostgreSQL database to create the bench database from.")] =
-        "postgresql+psycopg2://root@127.0.0.1:5432/postgres",
+    database_url: Annotated[str, typer.Option(help="The PostgreSQL database to benchmark in (emptied; created if "
+                                                   "missing).")] = "postgresql+psycopg2://root@127.0.0.1:5432/salesplan_bench",
+    only: Annotated[list[str] | None, typer.Option(help="Run only these sections (repeatable): import, rebuild, "
+                                                        "writes, reads, as_of, sqlite.")] = None,
+    reuse: Annotated[bool, typer.Option(help="Keep a history of --events already in the database instead of "
+                                             "importing it again.")] = False,
 ) -> None:
     """Measure salesplan against the machine's ceilings; print one table and write bench-results.json."""
-    from api.bench import BenchConfig, run_bench
+    from api.bench import BenchConfig, render, run_bench
 
-    config = BenchConfig(admin_url=admin_url, events=events, runs=runs, seconds=seconds)
+    config = BenchConfig(database_url=database_url, events=events, runs=runs, seconds=seconds, only=tuple(only or ()),
+                         reuse=reuse)
     figures = run_bench(config, lambda line: console.print(f"[dim]{line}[/dim]"))
-    table = Table("measure", "median", "min", "max", "unit", "ceiling (median)", "ratio", "goal")
-    for f in figures:
-        ceiling = f"{f.ceiling_median:,.2f} ({f.ceiling})" if f.ceiling_median is not None else ""
-        verdict = "" if f.goal is None else f"{f.goal}: " + ("[green]met[/green]" if f.goal_met else "[red]MISSED[/red]")
-        table.add_row(f.name + (f" [dim]{f.note}[/dim]" if f.note else ""), f"{f.median:,.2f}", f"{min(f.runs):,.2f}",
-                      f"{max(f.runs):,.2f}", f.unit, ceiling, "" if f.ratio is None else f"{f.ratio:.2f}", verdict)
-    Console(width=250).print(table)
+    Console(width=250).print(render(figures))
     console.print(f"written to {config.output}")
 
 

@@ -18,19 +18,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
+from uuid import UUID
 
 import sqlalchemy as sa
 from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import SCOPE_KEY, Guard, Principal
+from api.auth import SCOPE_KEY, Directory, Guard, MemberInfo, Principal, VerifiedTokens
 from api.errors import ApiProblem
 from api.metrics import Metrics
 from api.schemas import Body, CommandOut, Instant
 from api.settings import Settings
 from domain.application import CommandResult, Idempotency, SalesPlanning
 from domain.errors import NotFound
-from domain.organisation import Member
 from domain.persistence import Database
 from projections.engine import ProjectionEngine, tracking_table
 from projections.history import Cut
@@ -43,13 +44,17 @@ _appended = threading.local()
 
 
 class CountingPlanning(SalesPlanning):
-    """SalesPlanning that tells the metrics how many events each command appended."""
+    """SalesPlanning that tells the metrics how many events each command appended, and the guard's
+    directory which units and members it changed."""
 
     name = SalesPlanning.name  # the library names tables after the class otherwise
+    directory: Directory | None = None
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
         _appended.count = getattr(_appended, "count", 0) + len(recordings)
+        if self.directory is not None:
+            self.directory.forget(r.domain_event.originator_id for r in recordings)
         return recordings
 
 
@@ -62,6 +67,8 @@ class Services:
     planning: SalesPlanning
     engine: ProjectionEngine
     metrics: Metrics
+    directory: Directory
+    tokens: VerifiedTokens
     stop: threading.Event = field(default_factory=threading.Event)
     worker: threading.Thread | None = None
 
@@ -136,28 +143,36 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="A token from `salesplan token create`.")
 
 
-def get_principal(
+async def get_principal(
     request: Request, services: ServicesDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
+    # Async: most requests need no database here (an admin or viewer token, or a member the
+    # directory knows freshly), and a thread hop per request costs more than the check itself.
     principal: Principal | None = request.scope.get(SCOPE_KEY)
     if principal is None:
         raise ApiProblem(401, "auth.missing_token", "send Authorization: Bearer <token>")
     if principal.member_id is not None:
-        try:
-            member = services.planning.get(Member, principal.member_id)
-        except NotFound:
-            member = None
+        member = services.directory.fresh_member(principal.member_id)
+        if member is None:
+            member = await run_in_threadpool(_member_or_none, services.directory, principal.member_id)
         if member is None or not member.active:
             raise ApiProblem(401, "auth.member_inactive", "the token's member no longer exists or was deactivated")
     return principal
+
+
+def _member_or_none(directory: Directory, member_id: UUID) -> MemberInfo | None:
+    try:
+        return directory.member(member_id)
+    except NotFound:
+        return None
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def get_guard(principal: PrincipalDep, services: ServicesDep) -> Guard:
-    return Guard(principal, services.planning)
+    return Guard(principal, services.planning, services.directory)
 
 
 GuardDep = Annotated[Guard, Depends(get_guard)]

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # Production runs `salesplan project` as separate processes and sets this to false.
     inline_projections: bool = Field(
         default=True, description="`salesplan serve` also runs the projections, alerts and webhook deliveries")
+    workers: int = Field(default=0, description="API worker processes of `salesplan serve` (0: one per core); with "
+                                                "several, the inline projections run in the serving process only")
+    directory_max_age_seconds: float = Field(
+        default=0.05, description="How stale what authorization caches (a verified token, a member's unit, the unit "
+                                  "tree) may be after another process changed it; this process's changes apply at once")
     insecure_no_auth: bool = Field(
         default=False, description="Development only: requests without a bearer token act as an admin")
     max_body_bytes: int = Field(default=1_000_000, description="Largest request body accepted (413 beyond)")

@@ -12,9 +12,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -106,14 +107,25 @@ def _member_role(database: Database, member_id: UUID) -> str:
     return str(member.role)
 
 
+_revocation_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_revoke(listener: Any) -> None:
+    """Call ``listener.revoked(token_id)`` whenever this process revokes a token (caches of verified tokens)."""
+    _revocation_listeners.add(listener)
+
+
 def revoke_token(database: Database, token_id: str) -> bool:
     """Revoke a token at once; False if there is no such active token."""
     ensure_table(database)
     with database.engine.begin() as conn:
-        return bool(conn.execute(
+        revoked = bool(conn.execute(
             tokens_table.update().where(tokens_table.c.id == token_id, tokens_table.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         ).rowcount)
+    for listener in list(_revocation_listeners):
+        listener.revoked(token_id)
+    return revoked
 
 
 def token_info(database: Database, token_id: str) -> TokenInfo | None:

@@ -27,14 +27,17 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
+from uuid import UUID
 
 import sqlalchemy as sa
 from eventsourcing.persistence import StoredEvent
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateTable
 
 from domain.application import SalesPlanning
-from domain.persistence import IMMEDIATE, Database
+from domain.persistence import IMMEDIATE, Database, driver_cursor, insert_rows
 from projections import bi
+from projections.history import RebuildState, rebuilding
 
 log = logging.getLogger("salesplan.projections")
 
@@ -52,7 +55,7 @@ tracking_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-REBUILD_BATCH = 2000
+REBUILD_BATCH = 5000
 LIVE = "live"
 FAILED = "failed"
 REBUILDING = "rebuilding"
@@ -131,6 +134,7 @@ class PoisonEvent(Exception):
 
     def __init__(self, name: str, position: int, error: BaseException) -> None:
         super().__init__(f"projection {name} failed at position {position}: {type(error).__name__}: {error}")
+        self.name = name
         self.position = position
 
 
@@ -211,27 +215,34 @@ class ProjectionEngine:
         return conn.execute(sa.select(tracking_table).where(tracking_table.c.name == name)).first()
 
     def _read(self, projection: Projection, after: int, limit: int) -> tuple[list[Envelope], int]:
-        """The next events after ``after`` that the projection wants, and the last position scanned.
+        """The next events after ``after`` that the projection wants, and the last position scanned."""
+        log_rows = self._read_log(after, limit)
+        return log_rows.envelopes(projection, after), log_rows.last(after)
 
-        A plain Core SELECT (the library's reader builds an ORM object per row); events of
-        topics the projection ignores are skipped without being decoded.
+    def _read_log(self, after: int, limit: int) -> _LogRows:
+        """The next ``limit`` rows of the log after ``after``, decoded on demand (once, whoever asks).
+
+        Read through the driver (the library's reader builds an ORM object per row, and
+        SQLAlchemy's row processing costs more than the scan); events of topics nobody wants are
+        never decoded.
         """
         events = self._events_table
+        sql = (f"SELECT id, originator_id, originator_version, topic, state FROM {events.name} "
+               f"WHERE id > {int(after)} ORDER BY id LIMIT {int(limit)}")
         with self.database.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(events.c.id, events.c.originator_id, events.c.originator_version, events.c.topic,
-                          events.c.state)
-                .where(events.c.id > after).order_by(events.c.id).limit(limit)
-            ).all()
-        if not rows:
-            return [], after
-        to_domain_event = self.app.mapper.to_domain_event
-        batch = [
-            Envelope(row.id, to_domain_event(StoredEvent(row.originator_id, row.originator_version, row.topic,
-                                                         bytes(row.state))))
-            for row in rows if projection.wants(row.topic)
-        ]
-        return batch, int(rows[-1].id)
+            with driver_cursor(conn, sql) as cursor:
+                cursor.execute(sql)
+                rows = cursor.fetchall()
+            to_id = self._originator_id(conn)
+        return _LogRows([(int(r[0]), to_id(r[1]), int(r[2]), r[3], bytes(r[4])) for r in rows],
+                        self.app.mapper.to_domain_event)
+
+    @staticmethod
+    def _originator_id(conn: Connection) -> Callable[[Any], Any]:
+        """An originator id as the driver returns it (16 bytes on SQLite; text or a UUID on PostgreSQL), as a UUID."""
+        if conn.dialect.name == "sqlite":
+            return lambda value: UUID(bytes=value)
+        return lambda value: value if isinstance(value, UUID) else UUID(value)
 
     # --- processing ---------------------------------------------------------------------
 
@@ -259,11 +270,66 @@ class ProjectionEngine:
             return 0
         return last - start
 
+    def run_together(self, names: Sequence[str], limit: int | None = None) -> int:
+        """One batch for several projections, reading the log once for all of them.
+
+        Each projection commits its own rows and position (its own transaction, its own poison
+        stop); they only share the read and the decoding. Returns how many positions the one
+        furthest behind advanced over (0: all caught up); raises PoisonEvent, once every other
+        projection has had its batch, if one stopped.
+        """
+        with self.database.engine.connect() as conn:
+            rows = {r.name: r for r in conn.execute(
+                sa.select(tracking_table).where(tracking_table.c.name.in_(list(names)))).all()}
+        starts = {n: int(rows[n].position) for n in names if n in rows and rows[n].status != FAILED}
+        if not starts:
+            return 0
+        after = min(starts.values())
+        log_rows = self._read_log(after, limit or self.batch_size)
+        last = log_rows.last(after)
+        if last == after:
+            return 0
+        poisoned: list[PoisonEvent] = []
+        for name, start in starts.items():
+            if start >= last:
+                continue
+            projection = self.projections[name]
+            batch = log_rows.envelopes(projection, start)
+            started = time.perf_counter()
+            try:
+                self._commit(projection, name, start, batch, last)
+            except PositionMoved:
+                continue
+            except sa.exc.OperationalError:
+                self._batch_failed(name, "database")
+                raise
+            except Exception as error:
+                try:
+                    self._isolate(projection, name, start, batch, last, error)
+                except PoisonEvent as poison:
+                    self._batch_failed(name, "poison")
+                    poisoned.append(poison)  # recorded in the tracking table; the others carry on
+                    continue
+            self._batch_done(name, last - start, time.perf_counter() - started)
+        if poisoned:
+            raise poisoned[0]
+        return last - after
+
+    def _batch_done(self, name: str, advanced: int, seconds: float) -> None:
+        """Called after a shared-read batch of ``name`` committed (for metrics)."""
+
+    def _batch_failed(self, name: str, kind: str) -> None:
+        """Called when a shared-read batch of ``name`` failed: ``poison`` or ``database`` (for metrics)."""
+
     def _commit(self, projection: Projection, tracking_name: str, start: int, batch: Sequence[Envelope],
                 last: int) -> None:
         with self._begin() as conn:
+            # A view is derived data: its commit need not wait for the disk. Its rows and its
+            # position still commit together or not at all; a crash can only lose the last few
+            # batches of both, which the worker then folds again (the log is durable).
             if self.database.is_postgres and not conn.execute(
-                sa.text("select pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(tracking_name)}
+                sa.text("set local synchronous_commit = off; select pg_try_advisory_xact_lock(:k)"),
+                {"k": _lock_key(tracking_name)},
             ).scalar_one():
                 raise PositionMoved(tracking_name)
             # The batch was read before this transaction began: if another worker committed it
@@ -275,7 +341,7 @@ class ProjectionEngine:
             if current != start:
                 raise PositionMoved(tracking_name)
             if batch:
-                projection.handle(conn, batch)
+                projection.handle(cast(Connection, _FoldConnection(conn)), batch)
             moved = conn.execute(
                 tracking_table.update()
                 .where(tracking_table.c.name == tracking_name, tracking_table.c.position == start)
@@ -346,15 +412,15 @@ class ProjectionEngine:
         try:
             while not stop.is_set():
                 busy = False
-                for name in self.projections:
-                    try:
-                        busy = self.run_once(name) > 0 or busy
-                    except PoisonEvent as error:
-                        if on_error:
-                            on_error(error)
-                    except sa.exc.OperationalError as error:  # transient: database restarting, lock timeout
-                        log.warning("projection %s: database error, retrying: %s", name, error)
-                        time.sleep(min(poll_seconds * 5, 2.0))
+                try:
+                    for group in self._groups():
+                        busy = self.run_together(group) > 0 or busy
+                except PoisonEvent as error:
+                    if on_error:
+                        on_error(error)
+                except sa.exc.OperationalError as error:  # transient: database restarting, lock timeout
+                    log.warning("projections: database error, retrying: %s", error)
+                    time.sleep(min(poll_seconds * 5, 2.0))
                 if busy:
                     continue
                 if listener is not None:
@@ -365,6 +431,19 @@ class ProjectionEngine:
         finally:
             if listener is not None:
                 listener.close()
+
+    def _groups(self) -> list[list[str]]:
+        """The projections that can share a read: those within a batch of the one furthest ahead;
+        each one further behind (rebuilt, retried, new) catches up on its own reads meanwhile."""
+        with self.database.engine.connect() as conn:
+            positions = dict(conn.execute(
+                sa.select(tracking_table.c.name, tracking_table.c.position)
+                .where(tracking_table.c.name.in_(list(self.projections)))).tuples().all())
+        if not positions:
+            return []
+        lead = max(positions.values())
+        close = [n for n in self.projections if positions.get(n, -1) >= lead - self.batch_size]
+        return [close] + [[n] for n in self.projections if n in positions and n not in close]
 
     # --- status and read-your-writes ----------------------------------------------------
 
@@ -421,41 +500,83 @@ class ProjectionEngine:
 
         Returns the position the new tables were switched in at.
         """
-        live = self.projections[name]
-        with self.database.engine.connect() as conn:
-            row = self._row(conn, name)
-        generation = (int(row.generation) if row else 1) + 1
-        suffix = f"__g{generation}"
-        fresh = type(live)(suffix=suffix)
-        build_name = f"{name}{suffix}"
-        with self._begin() as conn:
-            for table in reversed(fresh.tables):
-                table.drop(conn, checkfirst=True)
-            conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
-        fresh.metadata.create_all(self.database.engine, checkfirst=True)
-        self._ensure_row(build_name, fresh.fold_version, generation, REBUILDING)
+        report = None if progress is None else (lambda _name, done, total: progress(done, total))
+        return self.rebuild_many([name], report)[name]
+
+    def rebuild_many(self, names: Sequence[str], progress: Callable[[str, int, int], None] | None = None
+                     ) -> dict[str, int]:
+        """Rebuild several projections in this process, reading and decoding the log once for all of them.
+
+        Each is replayed into new ``…__gN`` tables in rebuild mode: the tables get their
+        secondary indexes only once they are full (building an index once is cheaper than
+        keeping it up for every row), and history tables are written without closing each
+        entity's previous row, closed afterwards by one set-based statement
+        (``projections.history``). Then each is caught up and switched in, as ``rebuild`` did.
+        Returns the position each was switched in at.
+        """
+        fresh: dict[str, tuple[Projection, str, int, RebuildState]] = {}
+        for name in names:
+            live = self.projections[name]
+            with self.database.engine.connect() as conn:
+                row = self._row(conn, name)
+            generation = (int(row.generation) if row else 1) + 1
+            suffix = f"__g{generation}"
+            projection = type(live)(suffix=suffix)
+            build_name = f"{name}{suffix}"
+            with self._begin() as conn:
+                for table in reversed(projection.tables):
+                    table.drop(conn, checkfirst=True)
+                conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
+                for table in projection.tables:
+                    conn.execute(CreateTable(table))  # its indexes come once it is full
+            self._ensure_row(build_name, projection.fold_version, generation, REBUILDING)
+            fresh[name] = (projection, build_name, generation, RebuildState())
         total = self.head()
+        positions = dict.fromkeys(names, 0)
         while True:
             # Bigger batches than live processing: fewer commits, and nobody waits on a rebuild's lag.
-            advanced = self.run_once(build_name, build_name, fresh, limit=max(self.batch_size, REBUILD_BATCH))
-            position = self.position(build_name)
-            if progress:
-                progress(position, max(total, position))
-            if advanced == 0:
-                if self._status_of(build_name) == FAILED:
-                    with self.database.engine.connect() as conn:
-                        failed = self._row(conn, build_name)
-                    raise PoisonEvent(name, int(failed.error_position), RuntimeError(failed.error))
-                if position >= self.head():
-                    break
-        try:
-            return self._swap(live, fresh, build_name, generation)
-        except Exception as error:
-            # The swap's transaction rolled back (the live tables answer as before): drop what was half built.
+            after = min(positions.values())
+            log_rows = self._read_log(after, max(self.batch_size, REBUILD_BATCH))
+            last = log_rows.last(after)
+            if last == after:
+                break
+            for name, (projection, build_name, _generation, state) in fresh.items():
+                start = positions[name]
+                batch = log_rows.envelopes(projection, start)
+                try:
+                    with rebuilding(state):
+                        self._commit(projection, build_name, start, batch, last)
+                except sa.exc.OperationalError:
+                    raise
+                except Exception as error:
+                    # What the failed batch folded was rolled back: so must be what rebuild mode remembers.
+                    state.forget()
+                    with rebuilding(state):
+                        self._isolate(projection, build_name, start, batch, last, error)  # raises at a poison event
+                positions[name] = last
+                if progress:
+                    progress(name, last, max(total, last))
+        switched = {}
+        for name, (projection, build_name, generation, state) in fresh.items():
             with self._begin() as conn:
-                conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
-            bi.abandon(self.database.engine, name, generation, fresh.tables, error)
-            raise
+                state.link(conn)
+                for table in projection.tables:
+                    for index in table.indexes:
+                        index.create(conn)
+            if self.database.is_postgres:
+                with self.database.engine.connect() as conn:
+                    for table in projection.tables:
+                        conn.exec_driver_sql(f'ANALYZE "{table.name}"')
+                    conn.commit()
+            try:
+                switched[name] = self._swap(self.projections[name], projection, build_name, generation)
+            except Exception as error:
+                # The swap's transaction rolled back (the live tables answer as before): drop what was half built.
+                with self._begin() as conn:
+                    conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
+                bi.abandon(self.database.engine, name, generation, projection.tables, error)
+                raise
+        return switched
 
     def _swap(self, live: Projection, fresh: Projection, build_name: str, generation: int) -> int:
         while True:
@@ -486,6 +607,68 @@ class ProjectionEngine:
                 ))
                 conn.execute(tracking_table.delete().where(tracking_table.c.name == build_name))
                 return position
+
+
+class _FoldConnection:
+    """The connection a projection folds a batch through: its multi-row INSERTs go straight through the driver.
+
+    ``conn.execute(table.insert(), rows)`` — how folds write their new rows — costs more in
+    SQLAlchemy's per-row parameter processing than in the database; ``insert_rows`` binds the
+    same values with the same column types, so the stored bytes are the same. Any other
+    statement (and an INSERT with values, RETURNING, a SELECT, hints or prefixes) goes to the
+    connection as it is.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if (isinstance(parameters, list) and len(parameters) > 1 and not args and not kwargs
+                and isinstance(statement, sa.Insert) and _plain(statement)):
+            insert_rows(self._conn, cast(sa.Table, statement.table), parameters)
+            return _Inserted(len(parameters))
+        return self._conn.execute(statement, parameters, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _plain(insert: sa.Insert) -> bool:
+    # SQLAlchemy 2.0's Insert keeps these privately; pinned below 2.1 by the persistence module.
+    return (insert._values is None and not insert._multi_values and not insert._returning and insert.select is None
+            and insert._post_values_clause is None and not insert._hints and not insert._prefixes
+            and isinstance(insert.table, sa.Table))
+
+
+@dataclass(frozen=True)
+class _Inserted:
+    rowcount: int
+
+
+class _LogRows:
+    """A batch of the log's rows, each decoded into an Envelope at most once, for whichever projection asks first."""
+
+    def __init__(self, rows: list[tuple[int, Any, int, str, bytes]], decode: Callable[[StoredEvent], Any]) -> None:
+        self.rows = rows
+        self._decode = decode
+        self._envelopes: dict[int, Envelope] = {}
+
+    def last(self, after: int) -> int:
+        return self.rows[-1][0] if self.rows else after
+
+    def envelopes(self, projection: Projection, after: int) -> list[Envelope]:
+        """The events after ``after`` that ``projection`` wants, in log order."""
+        result = []
+        known = self._envelopes
+        for position, originator_id, version, topic, state in self.rows:
+            if position <= after or not projection.wants(topic):
+                continue
+            envelope = known.get(position)
+            if envelope is None:
+                envelope = known[position] = Envelope(position, self._decode(
+                    StoredEvent(originator_id, version, topic, state)))
+            result.append(envelope)
+        return result
 
 
 def _lock_key(name: str) -> int:

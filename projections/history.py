@@ -15,14 +15,18 @@ with different cut-offs, and it does not get slower as other entities' history g
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from domain.persistence import insert_rows
 from projections.sqltypes import UTCDateTime
 
 FAR_FUTURE_POSITION = 2**62
@@ -66,18 +70,78 @@ class Cut:
         )
 
 
+class RebuildState:
+    """What rebuild mode keeps between the batches of one projection's rebuild.
+
+    A rebuild replays the whole log into empty tables, so the latest row of every entity can
+    stay in memory from batch to batch instead of being read back, and an entity's previous row
+    is not closed row by row as its next one arrives: the rows go in with ``next_*`` empty and
+    ``link`` fills them all at the end with one set-based statement (``lead()`` over each
+    entity's rows), giving exactly what live processing writes. Memory is bounded: the entities
+    touched longest ago are forgotten, and read back (by their last position) if they change again.
+    """
+
+    MAX_ENTITIES = 50_000  # per table
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.tables: dict[str, tuple[sa.Table, str]] = {}
+
+    def of(self, table: sa.Table, key: str) -> dict[Any, dict[str, Any]]:
+        self.tables[table.name] = (table, key)
+        return self.latest.setdefault(table.name, {})
+
+    def forget(self) -> None:
+        """Drop everything remembered (after a rolled-back batch): it is read back from the tables."""
+        self.latest.clear()
+
+    def trim(self, latest: dict[Any, dict[str, Any]]) -> None:
+        excess = len(latest) - self.MAX_ENTITIES
+        if excess > 0:
+            for entity in list(islice(latest, excess + self.MAX_ENTITIES // 2)):
+                del latest[entity]
+
+    def link(self, conn: Connection) -> None:
+        """Fill every history row's ``next_position`` / ``next_effective_at`` from the entity's next row."""
+        for table, key in self.tables.values():
+            t, k = f'"{table.name}"', f'"{key}"'
+            conn.exec_driver_sql(
+                f"UPDATE {t} SET next_position = n.next_position, next_effective_at = n.next_effective_at "
+                f"FROM (SELECT {k} AS entity, position, lead(position) OVER w AS next_position, "
+                f"lead(effective_at) OVER w AS next_effective_at FROM {t} "
+                f"WINDOW w AS (PARTITION BY {k} ORDER BY position)) AS n "
+                f"WHERE {t}.{k} = n.entity AND {t}.position = n.position AND n.next_position IS NOT NULL "
+                f"AND {t}.next_position IS NULL"
+            )
+
+
+_rebuild: ContextVar[RebuildState | None] = ContextVar("salesplan_history_rebuild", default=None)
+
+
+@contextmanager
+def rebuilding(state: RebuildState) -> Iterator[None]:
+    """Rebuild mode for the HistoryWriters created meanwhile (see ``RebuildState``)."""
+    token = _rebuild.set(state)
+    try:
+        yield
+    finally:
+        _rebuild.reset(token)
+
+
 class HistoryWriter:
     """Appends snapshots for one history table within a batch, closing each entity's previous row.
 
     Keeps the latest row of every entity touched in the batch in memory, so a batch of N
-    events costs one prefetch, one executemany of inserts and one of updates.
+    events costs one prefetch, one executemany of inserts and one of updates. In rebuild mode
+    (``rebuilding``) the latest rows outlive the batch and no row is updated (``RebuildState``).
     """
 
     def __init__(self, conn: Connection, table: sa.Table, key: str) -> None:
         self.conn = conn
         self.table = table
         self.key = key
-        self.latest: dict[Any, dict[str, Any]] = {}
+        self._rebuild = _rebuild.get()
+        self.latest: dict[Any, dict[str, Any]] = {} if self._rebuild is None else self._rebuild.of(table, key)
         self._new: list[dict[str, Any]] = []
         self._closed: dict[tuple[Any, int], dict[str, Any]] = {}
         self._new_keys: set[tuple[Any, int]] = set()
@@ -86,10 +150,15 @@ class HistoryWriter:
         missing = {i for i in ids if i not in self.latest}
         c = self.table.c
         for chunk in _chunks(list(missing), 500):
-            rows = self.conn.execute(
-                sa.select(self.table).where(c[self.key].in_(chunk), c.next_position.is_(None))
-            ).mappings()
-            for row in rows:
+            if self._rebuild is None:
+                query = sa.select(self.table).where(c[self.key].in_(chunk), c.next_position.is_(None))
+            else:
+                # Rows are not closed until the rebuild ends: an entity's latest is its last position.
+                last = (sa.select(c[self.key].label("entity"), sa.func.max(c.position).label("position"))
+                        .where(c[self.key].in_(chunk)).group_by(c[self.key]).subquery())
+                query = sa.select(self.table).join(
+                    last, sa.and_(c[self.key] == last.c.entity, c.position == last.c.position))
+            for row in self.conn.execute(query).mappings():
                 self.latest[row[self.key]] = dict(row)
 
     def current(self, entity_id: Any) -> dict[str, Any] | None:
@@ -99,17 +168,17 @@ class HistoryWriter:
 
     def append(self, entity_id: Any, state: dict[str, Any], position: int, effective_at: datetime,
                recorded_at: datetime) -> None:
-        previous = self.latest.get(entity_id)
+        previous = self.latest.pop(entity_id, None)
         if previous is not None:
             previous["next_position"] = position
             previous["next_effective_at"] = effective_at
-            if (entity_id, previous["position"]) not in self._new_keys:
+            if (entity_id, previous["position"]) not in self._new_keys and self._rebuild is None:
                 self._closed[(entity_id, previous["position"])] = previous
         row = {
             **state, self.key: entity_id, "position": position, "effective_at": effective_at,
             "recorded_at": recorded_at, "next_position": None, "next_effective_at": None,
         }
-        self.latest[entity_id] = row
+        self.latest[entity_id] = row  # last: the order the rebuild forgets entities in
         self._new.append(row)
         self._new_keys.add((entity_id, position))
 
@@ -128,7 +197,9 @@ class HistoryWriter:
                 ],
             )
         if self._new:
-            self.conn.execute(self.table.insert(), self._new)
+            insert_rows(self.conn, self.table, self._new)
+        if self._rebuild is not None:
+            self._rebuild.trim(self.latest)
         self._new = []
         self._closed = {}
         self._new_keys = set()
