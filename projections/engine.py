@@ -175,13 +175,49 @@ class ProjectionEngine:
     # --- setup --------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the tracking table, every projection's tables and its tracking row."""
+        """Create the tracking table, every projection's tables and its tracking row; rebuild any left stale.
+
+        A projection whose tables were folded by another version of its fold (an upgrade of
+        salesplan changed what it keeps) is rebuilt here, before anything reads or extends them.
+        """
         engine = self.database.engine
         tracking_metadata.create_all(engine, checkfirst=True)
         for projection in self.projections.values():
             projection.metadata.create_all(engine, checkfirst=True)
             self._ensure_row(projection.name, projection.fold_version)
         bi.install(engine)
+        self.upgrade()
+
+    def stale(self) -> list[str]:
+        """The projections whose tables another version of their fold wrote: they must be rebuilt."""
+        with self.database.engine.connect() as conn:
+            versions = {r.name: r.fold_version for r in conn.execute(
+                sa.select(tracking_table.c.name, tracking_table.c.fold_version))}
+        return [name for name, p in self.projections.items() if versions.get(name, p.fold_version) != p.fold_version]
+
+    def upgrade(self) -> list[str]:
+        """Rebuild the stale projections (once: another process starting at the same time waits, then finds none)."""
+        with self._upgrade_lock():
+            names = self.stale()
+            if names:
+                log.warning("rebuilding %s: their tables were folded by another version of salesplan",
+                            ", ".join(names))
+                self.rebuild_many(names)
+        return names
+
+    @contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        if not self.database.is_postgres:
+            yield  # the embedded default: one process sets its file up
+            return
+        with self.database.engine.connect() as conn:
+            conn.execute(sa.text("select pg_advisory_lock(:k)"), {"k": _lock_key("salesplan.upgrade")})
+            try:
+                conn.commit()
+                yield
+            finally:
+                conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": _lock_key("salesplan.upgrade")})
+                conn.commit()
 
     def _ensure_row(self, name: str, fold_version: int, generation: int = 1, status: str = LIVE) -> None:
         with self._begin() as conn:

@@ -186,3 +186,28 @@ def test_rebuild_replays_into_new_tables_while_the_old_ones_answer_then_switches
     engine.catch_up()
     assert engine.position("progress") == engine.head()
     assert len(_dump(app.database, progress)["progress_activities"]) == len(before["progress_activities"]) + 2
+
+
+def test_an_upgrade_rebuilds_the_projections_an_older_fold_wrote_before_anything_reads_them(
+        app: SalesPlanning) -> None:
+    from tests.history_generator import generate_history
+    from tests.test_kill import _dump
+
+    generate_history(app, seed=5, commands=60)
+    engine = ProjectionEngine(app, all_projections())
+    engine.setup()
+    engine.catch_up()
+    expected = _dump(app, engine)
+    # The tables as an older salesplan left them: its fold version, and a column it did not keep yet.
+    with app.database.engine.begin() as conn:
+        conn.execute(tracking_table.update().where(tracking_table.c.name == "progress").values(fold_version=1))
+        conn.execute(sa.text("ALTER TABLE progress_deals DROP COLUMN stage_entered_at"))
+    assert engine.stale() == ["progress"]
+
+    upgraded = ProjectionEngine(app, all_projections())
+    upgraded.setup()  # what every process does when it starts
+
+    assert upgraded.stale() == []
+    assert {s.name: (s.status, s.fold_version) for s in upgraded.status()}["progress"] == (
+        LIVE, ProgressProjection.fold_version)
+    assert _dump(app, upgraded) == expected
