@@ -897,12 +897,139 @@ def as_of_figure(section: str, database: Any, head: int, runs: int, label: str) 
                   "the current-state query", current, at_most(2))
 
 
+# --- the read side: every question measured through one core ------------------------------------
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """What the read figures ask about: the largest plan of the first year (the one with a whole year of facts),
+    its second quarter and one of its reps."""
+
+    plan: str
+    span: str
+    quarter: str
+    year_target: str
+    member: str
+    middle: str  # an instant inside the quarter, RFC 3339
+    drafted: int  # the position the plan was drafted at
+
+
+def _largest_plan(database: Any) -> _Subject:
+    from projections.folds.progress import LIVE as LEDGER
+
+    t, p = LEDGER.targets.c, LEDGER.plans.c
+    with database.engine.connect() as conn:
+        plan_id, span = conn.execute(
+            sa.select(t.plan_id, p.span).join(LEDGER.plans, sa.and_(p.plan_id == t.plan_id, p.next_position.is_(None)))
+            .where(t.next_position.is_(None), t.removed.is_(False)).group_by(t.plan_id, p.span)
+            .order_by(p.span, sa.func.count().desc()).limit(1)).one()
+        drafted = conn.execute(sa.select(sa.func.min(p.position)).where(p.plan_id == plan_id)).scalar_one()
+        quarter = f"{span}-Q2"
+        year = conn.execute(sa.select(t.target_id).where(
+            t.plan_id == plan_id, t.metric == "revenue", t.period == span, t.next_position.is_(None),
+            t.unit_id.is_not(None))).scalars().first()
+        member = conn.execute(sa.select(t.member_id).where(
+            t.plan_id == plan_id, t.metric == "revenue", t.period == quarter, t.next_position.is_(None),
+            t.member_id.is_not(None)).order_by(t.member_id).limit(1)).scalar_one()
+    return _Subject(str(plan_id), span, quarter, str(year), str(member), f"{span}-05-15T12:00:00Z", int(drafted))
+
+
+def _reading(bench: Bench, path: str) -> list[float]:
+    """p50 latency (ms) of one client reading ``path`` over HTTP, once per run."""
+    return [bench.load(Request(path), 1).p50 * 1000 for _ in range(bench.config.runs)]
+
+
+def section_measure(bench: Bench) -> list[Figure]:
+    """The questions of the read side over HTTP on the whole history: progress, cuts, burn-up, replay, funnel,
+    attribution and alerts, each against its goal; and a rep's read on a tenth of the history beside it."""
+    bench.engine.catch_up()
+    bench.service()
+    s = _largest_plan(bench.app.database)
+    head = bench.engine.head()
+    bench.say(f"read-side questions on plan {s.plan} ({s.span}) at position {head:,}…")
+    trivial = _reading(bench, "/healthz")
+    pk = [_percentile(raw_pk_select_latencies(bench.dsn, bench.config.seconds), 50) * 1000
+          for _ in range(bench.config.runs)]
+    floor = [a + b for a, b in zip(trivial, pk, strict=True)]
+    plan_wide = _reading(bench, f"/progress?plan_id={s.plan}")
+    single = _reading(bench, f"/progress?member_id={s.member}&period={s.quarter}&metric=revenue")
+    as_of = _reading(bench, f"/progress?plan_id={s.plan}&as_of={s.middle}")
+    # As known halfway between the plan's drafting and now: the same plan, with the facts recorded by then.
+    known = _reading(bench, f"/progress?plan_id={s.plan}&as_of={s.middle}&known_at_position={(s.drafted + head) // 2}")
+    q_start, q_end = f"{s.span}-04-01T00:00:00Z", f"{s.span}-07-01T00:00:00Z"
+    figures = [
+        Figure("measure", "plan-wide /progress p50", "ms", plan_wide, goal=below(100), note="every target of the plan"),
+        Figure("measure", "  plan-wide ÷ one target", "ms", plan_wide, "one target's /progress", single, at_most(10)),
+        Figure("measure", "one target's /progress p50", "ms", single, "trivial endpoint + PK select", floor,
+               at_most(2)),
+        Figure("measure", "plan-wide /progress as of mid-quarter", "ms", as_of, "the current read", plan_wide,
+               at_most(1.5)),
+        Figure("measure", "  … and as known halfway through its life", "ms", known, "the current read", plan_wide,
+               at_most(1.5)),
+        Figure("measure", "a year target's daily burn-up p50", "ms", _reading(bench, f"/targets/{s.year_target}/burnup"),
+               goal=below(500)),
+        Figure("measure", "a quarter's daily replay p50", "ms",
+               _reading(bench, f"/plans/{s.plan}/replay?span={s.quarter}&step=day"), goal=below(300)),
+        Figure("measure", "the company funnel for a quarter p50", "ms",
+               _reading(bench, f"/analytics/funnel?span_start={q_start}&span_end={q_end}"), goal=below(300)),
+        Figure("measure", "attribution between two dates p50", "ms",
+               _reading(bench, f"/plans/{s.plan}/attribution?from={s.span}-05-01&to={s.span}-06-01&known=now"),
+               goal=below(500)),
+        Figure("measure", "alert evaluation for the company p50", "ms",
+               _reading(bench, f"/alerts/preview?as_of={s.middle}"), goal=below(1000)),
+    ]
+    figures.append(_flat(bench, single))
+    return figures
+
+
+def _flat(bench: Bench, single_now: list[float]) -> Figure:
+    """The same rep's read on a history a tenth as long (its own database): a read costs what it reads."""
+    from api.generator import generate
+    from domain.application import SalesPlanning
+    from domain.persistence import close_database, open_database
+    from projections.engine import ProjectionEngine
+    from projections.registry import all_projections
+
+    small_url = bench.url.rsplit("/", 1)[0] + "/" + bench.url.rsplit("/", 1)[1] + "_tenth"
+    ensure_database(small_url)
+    app = SalesPlanning(open_database(small_url))
+    engine = ProjectionEngine(app, all_projections())
+    engine.setup()
+    events = max(bench.config.events // 10, 10_000)
+    if engine.head() < events:
+        bench.close()
+        reset_schema(small_url)
+        app = SalesPlanning(open_database(small_url))
+        engine = ProjectionEngine(app, all_projections())
+        engine.setup()
+        bench.say(f"generating {events:,} events for the read on a tenth of the history…")
+        generate(app, events=events, seed=1)
+        bench.open()
+    engine.catch_up()
+    s = _largest_plan(app.database)
+    (bench.workdir / "tenth").mkdir(exist_ok=True)
+    service = Service(small_url, bench.config.port + 1, bench.workdir / "tenth")
+    from api.tokens import create_token
+
+    _token_id, token = create_token(app.database, role="admin", label="bench")
+    try:
+        path = f"/progress?member_id={s.member}&period={s.quarter}&metric=revenue"
+        small = [http_load(service.url, token, Request(path), 1, bench.config.seconds, bench.workdir).p50 * 1000
+                 for _ in range(bench.config.runs)]
+    finally:
+        service.stop()
+        close_database(small_url)
+    return Figure("measure", "one target's /progress on the whole history", "ms", single_now,
+                  f"the same read on {events:,} events", small, at_most(1.5))
+
+
 SECTIONS: dict[str, Callable[[Bench], list[Figure]]] = {
     "import": section_import,
     "rebuild": section_rebuild,
     "writes": section_writes,
     "reads": section_reads,
     "as_of": section_as_of,
+    "measure": section_measure,
     "sqlite": section_sqlite,
 }
 """The sections in the order they run: ``import`` writes the history that ``rebuild`` and ``as_of`` read."""
